@@ -1,0 +1,213 @@
+"""Turn a validated spec into the template context: plain flags and ready-to-paste values.
+
+Templates only test flags and paste values, so every decision lives here. Values that
+reach Python code are `repr` literals of validated numbers and strings: no spec value
+can change the code around it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from ltgen.spec import SCHEMA, Spec
+
+LINE_LENGTH = 120  # black's, in the generator and in the emitted project's pyproject.toml
+IMAGE_SIDE, IMAGE_CHANNELS, NUM_CLASSES = 28, 1, 10
+
+
+def build(spec: Spec) -> dict[str, Any]:
+    """The context for rendering `templates/` (its keys are the questions in copier.yml)."""
+    model, data, optim, trainer = spec["model"], spec["data"], spec["optim"], spec["trainer"]
+    early, ckpt, logging, cluster = spec["early_stopping"], spec["checkpoint"], spec["logging"], spec["cluster"]
+    slurm, debug = spec["cluster.slurm"], spec["debug"]
+    hooks = spec["hooks"]["emit"]
+
+    validation = trainer["limit_val_batches"] != 0
+    top_k = ckpt["save_top_k"] != 0
+    distributed = cluster["gpus"] > 1 or cluster["nodes"] > 1 or slurm["enabled"]
+    compile_model = trainer["compile"]
+    flags = {
+        "distributed": distributed,
+        "slurm": slurm["enabled"],
+        "compile": compile_model,
+        "wrapped": distributed or compile_model,
+        "amp_dtype": {"32": "", "16-mixed": "torch.float16", "bf16-mixed": "torch.bfloat16"}[trainer["precision"]],
+        "grad_scaler": trainer["precision"] == "16-mixed",
+        "accumulate": trainer["accumulate_grad_batches"] > 1,
+        "clip": trainer["gradient_clip_val"] > 0,
+        "grad_norm": (debug["log_grad_norm"] and logging["tensorboard"]) or trainer["nonfinite_loss"] == "skip",
+        "log_grad_norm": debug["log_grad_norm"] and logging["tensorboard"],
+        "nonfinite": trainer["nonfinite_loss"],
+        "validation": validation,
+        "val_interval": validation and trainer["val_check_interval"] != 1.0,
+        "val_every_n_epoch": validation and trainer["check_val_every_n_epoch"] != 1,
+        "sanity": validation and trainer["num_sanity_val_steps"] > 0,
+        "test": trainer["limit_test_batches"] != 0,
+        "early_stopping": early["enabled"],
+        "top_k": top_k,
+        "save_last": ckpt["save_last"],
+        "checkpointing": ckpt["save_last"] or top_k,
+        "tensorboard": logging["tensorboard"],
+        "progress_bar": logging["progress_bar"],
+        "param_summary": debug["param_summary"],
+        "detect_anomaly": debug["detect_anomaly"],
+        "overfit": debug["overfit_batches"] > 0,
+        "workers": data["num_workers"] > 0,
+        "hooks": list(hooks),
+    }
+    return {
+        "project_name": spec["project"]["name"],
+        "line_length": LINE_LENGTH,
+        "dataset": data["dataset"],
+        "synthetic_samples": repr(data["synthetic_samples"]),
+        "val_fraction": repr(data["val_fraction"]),
+        "val_size": repr(data["val_size"]),
+        **flags,
+        **_model(model),
+        **_optimizer(optim),
+        "step_imports": _step_imports(flags),
+        **_monitors(early, ckpt, optim),
+        **_cluster(cluster, slurm),
+        "config_fields": _config_fields(spec, flags),
+    }
+
+
+def _step_imports(flags: dict[str, Any]) -> list[str]:
+    """What train.py imports from steps.py, sorted as ruff's isort wants it."""
+    names = ["configure_optimizers", "training_step", *flags["hooks"]]
+    names += ["validation_step"] if flags["validation"] or flags["sanity"] else []
+    names += ["test_step"] if flags["test"] else []
+    return sorted(names)
+
+
+def _model(model: dict[str, Any]) -> dict[str, Any]:
+    dropout = [f"nn.Dropout({model['dropout']!r})"] if model["dropout"] > 0 else []
+    if model["arch"] == "mlp":
+        widths = [IMAGE_CHANNELS * IMAGE_SIDE**2, *model["hidden_sizes"]]
+        layers = ["nn.Flatten()"]
+        for width_in, width_out in itertools.pairwise(widths):
+            layers += [f"nn.Linear({width_in}, {width_out})", "nn.ReLU()", *dropout]
+        layers.append(f"nn.Linear({widths[-1]}, {NUM_CLASSES})")
+        description = "an MLP, " + " -> ".join(map(str, [*widths, NUM_CLASSES])) + ", ReLU"
+    else:
+        channels, side, layers = [IMAGE_CHANNELS, *model["channels"]], IMAGE_SIDE, []
+        for channels_in, channels_out in itertools.pairwise(channels):
+            layers += [
+                f"nn.Conv2d({channels_in}, {channels_out}, kernel_size=3, padding=1)",
+                "nn.ReLU()",
+                "nn.MaxPool2d(2)",
+            ]
+            side //= 2
+        layers += ["nn.Flatten()", *dropout, f"nn.Linear({channels[-1] * side * side}, {NUM_CLASSES})"]
+        description = f"a CNN, {len(channels) - 1} conv blocks ({', '.join(map(str, channels[1:]))} channels), then a linear classifier"
+    if dropout:
+        description += f", dropout {model['dropout']}"
+    return {"layers": layers, "model_description": description}
+
+
+def _optimizer(optim: dict[str, Any]) -> dict[str, Any]:
+    scheduler, warmup = optim["scheduler"], optim["warmup_steps"]
+    after = {
+        "cosine": "then a cosine decay to 0 at total_steps",
+        "step": f"then x{optim['gamma']} every {optim['step_size']} steps",
+        "none": "then constant",
+    }
+    return {
+        "optimizer": optim["optimizer"],
+        "weight_decay": repr(optim["weight_decay"]),
+        "momentum": repr(optim["momentum"]),
+        "scheduler": scheduler,
+        "has_scheduler": scheduler != "none" or warmup > 0,
+        "total_steps": scheduler == "cosine",
+        "plateau": scheduler == "plateau",
+        "warmup_lambda": warmup > 0,
+        "warmup_steps": repr(warmup),
+        "warmup_doc": f"Learning-rate factor: linear warm-up over {warmup} steps, {after.get(scheduler, '')}.",
+        "step_size": repr(optim["step_size"]),
+        "gamma": repr(optim["gamma"]),
+        "plateau_patience": repr(optim["plateau_patience"]),
+    }
+
+
+def _monitors(early: dict[str, Any], ckpt: dict[str, Any], optim: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "es_monitor": repr(early["monitor"]),
+        "es_monitor_name": early["monitor"],
+        "es_mode": early["mode"],
+        "ckpt_monitor": repr(ckpt["monitor"]),
+        "ckpt_monitor_name": ckpt["monitor"],
+        "ckpt_mode": ckpt["mode"],
+        "plateau_monitor": repr(optim["monitor"]),
+        "plateau_mode": repr(optim["mode"]),
+    }
+
+
+def _cluster(cluster: dict[str, Any], slurm: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "gpus": cluster["gpus"],
+        "gpus_per_node": max(1, cluster["gpus"]),  # processes per node: one per GPU, or one on the CPU
+        "nodes": cluster["nodes"],
+        "slurm_partition": slurm["partition"],
+        "slurm_time": slurm["time"],
+        "slurm_cpus_per_task": slurm["cpus_per_task"],
+        "requeue_signal": slurm["requeue_signal"],
+        "signal_seconds": slurm["signal_seconds"],
+        "sbatch_options": list(slurm["sbatch_options"]),
+    }
+
+
+def _config_fields(spec: Spec, flags: dict[str, Any]) -> list[dict[str, Any]]:
+    """The emitted Config dataclass, field by field: only the settings of features that are on.
+
+    A field takes its value and comment from the spec key it names; a comment that would
+    make the line too long goes on the line above it.
+    """
+    rows: list[tuple[str, str, str, bool]] = [  # (field, spec key or literal value, type, emitted?)
+        ("dataset", "data.dataset", "str", True),
+        ("data_dir", '"data"', "str", spec["data"]["dataset"] == "mnist"),
+        ("out_dir", '"outputs"', "str", flags["checkpointing"] or flags["tensorboard"]),
+        ("batch_size", "data.batch_size", "int", True),
+        ("num_workers", "data.num_workers", "int", flags["workers"]),
+        ("lr", "optim.lr", "float", True),
+        ("max_epochs", "trainer.max_epochs", "int", True),
+        ("max_steps", "trainer.max_steps", "int", True),
+        ("min_epochs", "trainer.min_epochs", "int", flags["early_stopping"]),
+        ("accumulate_grad_batches", "trainer.accumulate_grad_batches", "int", flags["accumulate"]),
+        ("gradient_clip_val", "trainer.gradient_clip_val", "float", flags["clip"]),
+        ("limit_train_batches", "trainer.limit_train_batches", "int | float", True),
+        ("limit_val_batches", "trainer.limit_val_batches", "int | float", flags["validation"]),
+        ("limit_test_batches", "trainer.limit_test_batches", "int | float", flags["test"]),
+        ("val_check_interval", "trainer.val_check_interval", "int | float", flags["val_interval"]),
+        ("check_val_every_n_epoch", "trainer.check_val_every_n_epoch", "int", flags["val_every_n_epoch"]),
+        ("num_sanity_val_steps", "trainer.num_sanity_val_steps", "int", flags["sanity"]),
+        ("overfit_batches", "debug.overfit_batches", "int", flags["overfit"]),
+        ("seed", "trainer.seed", "int", True),
+        ("patience", "early_stopping.patience", "int", flags["early_stopping"]),
+        ("min_delta", "early_stopping.min_delta", "float", flags["early_stopping"]),
+        ("save_top_k", "checkpoint.save_top_k", "int", flags["top_k"]),
+        ("ckpt_every_n_steps", "checkpoint.every_n_steps", "int", flags["save_last"]),
+        ("ckpt_every_n_minutes", "checkpoint.every_n_minutes", "float", flags["save_last"]),
+        ("log_every_n_steps", "logging.log_every_n_steps", "int", True),
+        ("progress_bar", "logging.progress_bar", "bool", flags["progress_bar"]),
+    ]
+    literal_comments = {
+        "data_dir": "datasets are read (and downloaded) here",
+        "out_dir": "logs and checkpoints go here",
+    }
+    fields = []
+    for name, source, kind, emitted in rows:
+        if not emitted:
+            continue
+        if source.startswith('"'):
+            value, comment = source, literal_comments[name]
+        else:
+            section, key = source.rsplit(".", 1)
+            value, comment = repr(spec[section][key]), SCHEMA[section].keys[key].doc
+        if kind == "float" and not any(c in value for c in ".en"):
+            value += ".0"  # an int in the spec (lr = 1) is still a float here
+        line = f"    {name}: {kind} = {value}  # {comment}"
+        fields.append(
+            {"name": name, "type": kind, "value": value, "comment": comment, "comment_above": len(line) > LINE_LENGTH}
+        )
+    return fields

@@ -1,0 +1,56 @@
+"""Render the project template (copier) and format the Python it emits (black).
+
+`render` returns the whole tree in memory, as {relative posix path: text}: nothing is
+written to the project here, and the same spec always gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import black
+import copier
+
+from ltgen import context
+from ltgen.spec import Spec
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def templates_dir() -> Path:
+    """The copier template: shipped inside the wheel, or templates/ in a source checkout."""
+    for candidate in (PACKAGE_DIR / "templates", PACKAGE_DIR.parents[1] / "templates"):
+        if (candidate / "copier.yml").is_file():
+            return candidate
+    raise FileNotFoundError(f"ltgen's templates are missing (looked in {PACKAGE_DIR / 'templates'})")
+
+
+def format_python(source: str, path: str) -> str:
+    """black, with the emitted project's settings; a syntax error names the template's output file."""
+    try:
+        return black.format_str(source, mode=black.Mode(line_length=context.LINE_LENGTH))
+    except black.InvalidInput as error:
+        raise RuntimeError(f"template bug: {path} is not valid Python: {error}") from None
+
+
+def render(spec: Spec) -> dict[str, str]:
+    """The emitted project for `spec` (without ltgen.toml itself)."""
+    data = context.build(spec)
+    with tempfile.TemporaryDirectory(prefix="ltgen-render-") as scratch:
+        copier.run_copy(
+            str(templates_dir()),
+            scratch,
+            data=data,
+            defaults=True,
+            overwrite=True,
+            quiet=True,
+            settings=copier.Settings(),
+        )
+        tree = {}
+        for path in sorted(Path(scratch).rglob("*")):
+            if path.is_file():
+                relative = path.relative_to(scratch).as_posix()
+                text = path.read_text(encoding="utf-8")
+                tree[relative] = format_python(text, relative) if relative.endswith(".py") else text
+    return tree

@@ -1,0 +1,497 @@
+"""The spec (`ltgen.toml`): its schema, parsing and validation.
+
+A spec is a TOML file of sections and keys. `parse` checks everything at once and
+returns a `Spec` (every key present, defaults filled in) or raises `SpecError`
+with one `Problem` per mistake.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+SPEC_FILE = "ltgen.toml"
+
+NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+METRIC_PATTERN = re.compile(r"val_[A-Za-z0-9_]{1,64}")
+SLURM_TIME_PATTERN = re.compile(r"(\d+-)?\d{1,3}(:\d{2}){0,2}")
+SLURM_WORD_PATTERN = re.compile(r"[A-Za-z0-9_.,:=+-]{1,128}")
+
+HOOKS = {
+    "on_fit_start": "before the first training step",
+    "on_fit_end": "after training, before the test pass",
+    "on_train_epoch_start": "at the start of every training epoch",
+    "on_train_epoch_end": "at the end of every training epoch",
+    "on_train_batch_end": "after every optimizer step",
+    "on_before_optimizer_step": "after backward (gradients unscaled), before clipping and the step",
+    "on_validation_epoch_end": "after every validation, with its metrics",
+    "on_test_epoch_end": "after the test pass, with its metrics",
+    "on_save_checkpoint": "before a checkpoint is written; may add entries to it",
+    "on_load_checkpoint": "after a checkpoint is loaded to resume",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One mistake in a spec: where it is and what was expected."""
+
+    file: str
+    key: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class SpecError(Exception):
+    """A spec with one or more problems."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(map(str, problems)))
+        self.problems = problems
+
+
+# --- value checks: each returns None when the value is fine, else what was expected (and, after a
+# "|", a hint such as a did-you-mean) ---
+
+Check = Callable[[Any], str | None]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def integer(lo: int | None = None, hi: int | None = None, also: tuple[int, ...] = ()) -> Check:
+    def check(value: Any) -> str | None:
+        if _is_int(value) and (value in also or ((lo is None or value >= lo) and (hi is None or value <= hi))):
+            return None
+        bounds = [f">= {lo}" if lo is not None else "", f"<= {hi}" if hi is not None else ""]
+        wanted = "an integer " + " and ".join(b for b in bounds if b)
+        return wanted.strip() + "".join(f" (or {a})" for a in also)
+
+    return check
+
+
+def number(lo: float | None = None, hi: float | None = None, hi_open: bool = False) -> Check:
+    def check(value: Any) -> str | None:
+        in_range = hi is None or (_is_number(value) and (value < hi or (value == hi and not hi_open)))
+        if _is_number(value) and (lo is None or value >= lo) and in_range:
+            return None
+        upper = "" if hi is None else f" and {'<' if hi_open else '<='} {hi}"
+        return f"a number >= {lo}{upper}" if lo is not None else "a number"
+
+    return check
+
+
+def boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "true or false"
+
+
+def choice(*options: str) -> Check:
+    def check(value: Any) -> str | None:
+        if isinstance(value, str) and value in options:
+            return None
+        hint = f'write it as a string: "{value}"' if str(value) in options else _did_you_mean(str(value), options)
+        return "one of " + ", ".join(f'"{o}"' for o in options) + f"|{hint}"
+
+    return check
+
+
+def text(pattern: re.Pattern[str], what: str, empty_ok: bool = False) -> Check:
+    def check(value: Any) -> str | None:
+        if isinstance(value, str) and ((empty_ok and value == "") or pattern.fullmatch(value)):
+            return None
+        return what
+
+    return check
+
+
+def int_list(lo: int, min_len: int, max_len: int) -> Check:
+    def check(value: Any) -> str | None:
+        if isinstance(value, list) and min_len <= len(value) <= max_len and all(_is_int(v) and v >= lo for v in value):
+            return None
+        return f"a list of {min_len} to {max_len} integers >= {lo}"
+
+    return check
+
+
+def batch_limit(zero_ok: bool = False) -> Check:
+    """Lightning's limit: a float is a fraction of the batches, an int a count."""
+
+    def check(value: Any) -> str | None:
+        if _is_int(value) and value >= (0 if zero_ok else 1):
+            return None
+        if isinstance(value, float) and (0.0 <= value if zero_ok else 0.0 < value) and value <= 1.0:
+            return None
+        low = "[0.0, 1.0]" if zero_ok else "(0.0, 1.0]"
+        count = "an integer >= 0" if zero_ok else "a positive integer"
+        return f"a fraction in {low} (write 1.0, not 1, for all batches) or {count} count of batches"
+
+    return check
+
+
+def hook_list(value: Any) -> str | None:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        unknown = [v for v in value if v not in HOOKS]
+        if not unknown and len(set(value)) == len(value):
+            return None
+        if unknown:
+            return (
+                "hook names from: "
+                + ", ".join(HOOKS)
+                + f'|"{unknown[0]}" is not one; {_did_you_mean(unknown[0], HOOKS)}'.rstrip("; ")
+            )
+        return "each hook listed once"
+    return "a list of hook names: " + ", ".join(HOOKS)
+
+
+def word_list(value: Any) -> str | None:
+    if isinstance(value, list) and all(isinstance(v, str) and SLURM_WORD_PATTERN.fullmatch(v) for v in value):
+        return None
+    return 'a list of sbatch options such as "--mem=64G" (letters, digits and _.,:=+- only)'
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key of the schema: its check, default and one-line doc (written into new specs)."""
+
+    check: Check
+    default: Any
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Section:
+    keys: dict[str, Key]
+    doc: str = ""
+
+
+METRIC = text(METRIC_PATTERN, 'a validation metric name such as "val_loss" or "val_acc"')
+MODE = choice("min", "max")
+
+SCHEMA: dict[str, Section] = {
+    "project": Section(
+        {
+            "name": Key(
+                text(NAME_PATTERN, "a name of letters, digits, '_' and '-' starting with a letter (at most 64)"),
+                "project",
+                "the project's name, and its folder's",
+            )
+        }
+    ),
+    "model": Section(
+        {
+            "arch": Key(choice("mlp", "cnn"), "mlp", '"mlp" | "cnn"'),
+            "hidden_sizes": Key(int_list(1, 0, 8), [128], "mlp: widths of the hidden layers"),
+            "channels": Key(int_list(1, 1, 4), [32, 64], "cnn: channels of the conv blocks (each halves the image)"),
+            "dropout": Key(number(0.0, 1.0, hi_open=True), 0.1, "dropout probability; 0 for none"),
+        }
+    ),
+    "data": Section(
+        {
+            "dataset": Key(
+                choice("mnist", "synthetic"), "mnist", '"mnist" | "synthetic" (MNIST-shaped random data, no files)'
+            ),
+            "batch_size": Key(integer(1), 64, "per process"),
+            "num_workers": Key(integer(0), 0, "data loading processes; the data sits in memory, so 0 is fastest"),
+            "val_fraction": Key(
+                number(0.0, 1.0, hi_open=True), 0.1, "share of the training set held out for validation"
+            ),
+            "val_size": Key(integer(0), 0, "a fixed number of validation samples instead (0: use val_fraction)"),
+            "synthetic_samples": Key(integer(10), 12000, "synthetic: training + validation samples"),
+        }
+    ),
+    "optim": Section(
+        {
+            "optimizer": Key(choice("adam", "adamw", "sgd"), "adamw", '"adam" | "adamw" | "sgd"'),
+            "lr": Key(number(0.0), 1e-3, "the learning rate (the peak, with a schedule)"),
+            "weight_decay": Key(number(0.0), 0.01, "decoupled for adamw; an L2 penalty for adam and sgd"),
+            "momentum": Key(number(0.0, 1.0, hi_open=True), 0.9, "sgd only"),
+            "scheduler": Key(
+                choice("none", "cosine", "step", "plateau"), "cosine", '"none" | "cosine" | "step" | "plateau"'
+            ),
+            "warmup_steps": Key(integer(0), 0, "linear warm-up, in optimizer steps (not with plateau)"),
+            "step_size": Key(integer(1), 1000, "step: multiply the lr by gamma every step_size optimizer steps"),
+            "gamma": Key(number(0.0, 1.0), 0.1, "step and plateau: the factor"),
+            "plateau_patience": Key(integer(0), 2, "plateau: validations without improvement before the lr drops"),
+            "monitor": Key(METRIC, "val_loss", "plateau: the metric watched"),
+            "mode": Key(MODE, "min", "plateau: whether the metric should go down (min) or up (max)"),
+        }
+    ),
+    "trainer": Section(
+        {
+            "max_epochs": Key(integer(1, also=(-1,)), 10, "-1: no limit (then set max_steps)"),
+            "max_steps": Key(integer(1, also=(-1,)), -1, "optimizer steps; -1: no limit"),
+            "min_epochs": Key(integer(0), 0, "early stopping waits at least this long"),
+            "precision": Key(choice("32", "16-mixed", "bf16-mixed"), "32", '"32" | "16-mixed" | "bf16-mixed"'),
+            "accumulate_grad_batches": Key(integer(1), 1, "batches per optimizer step"),
+            "gradient_clip_val": Key(number(0.0), 0.0, "clip the gradient norm to this; 0: off"),
+            "limit_train_batches": Key(batch_limit(), 1.0, "a float is a fraction of the batches, an int a count"),
+            "limit_val_batches": Key(batch_limit(zero_ok=True), 1.0, "0: no validation"),
+            "limit_test_batches": Key(batch_limit(zero_ok=True), 1.0, "0: no test pass"),
+            "val_check_interval": Key(
+                batch_limit(), 1.0, "validate every fraction of an epoch (float) or every N batches (int)"
+            ),
+            "check_val_every_n_epoch": Key(integer(1), 1, "validate in every Nth epoch only"),
+            "num_sanity_val_steps": Key(integer(0), 2, "validation batches run before training, to fail fast"),
+            "seed": Key(integer(0), 42, "seeds the weights, the data order and split, and dropout"),
+            "nonfinite_loss": Key(
+                choice("stop", "skip", "off"), "stop", '"stop" | "skip" (the optimizer step) | "off"'
+            ),
+            "compile": Key(boolean, False, "torch.compile the model"),
+        }
+    ),
+    "early_stopping": Section(
+        {
+            "enabled": Key(boolean, False, "stop when the monitored metric stops improving"),
+            "monitor": Key(
+                METRIC, "val_loss", "val_loss, val_acc, or val_<name> for any metric validation_step returns"
+            ),
+            "mode": Key(MODE, "min", "min: lower is better; max: higher is better"),
+            "patience": Key(integer(1), 3, "validations without improvement before stopping"),
+            "min_delta": Key(number(0.0), 0.0, "the smallest change that counts as improvement"),
+        }
+    ),
+    "checkpoint": Section(
+        {
+            "monitor": Key(METRIC, "val_loss", "the metric that ranks checkpoints"),
+            "mode": Key(MODE, "min", "min: lower is better; max: higher is better"),
+            "save_top_k": Key(integer(0, also=(-1,)), 1, "keep the k best by monitor; 0: none; -1: all"),
+            "save_last": Key(boolean, True, "last.pt, for --resume last"),
+            "every_n_steps": Key(integer(0), 0, "also write last.pt every N optimizer steps; 0: off"),
+            "every_n_minutes": Key(number(0.0), 0.0, "also write last.pt every M minutes; 0: off"),
+        }
+    ),
+    "logging": Section(
+        {
+            "tensorboard": Key(boolean, True, "event files in --out-dir"),
+            "log_every_n_steps": Key(integer(1), 50, "read the loss (a host sync) every N steps"),
+            "progress_bar": Key(boolean, True, "a tqdm bar per epoch"),
+        }
+    ),
+    "cluster": Section(
+        {
+            "gpus": Key(integer(0), 1, "GPUs per node; more than 1 (or more nodes) emits DDP"),
+            "nodes": Key(integer(1), 1, "machines"),
+        }
+    ),
+    "cluster.slurm": Section(
+        {
+            "enabled": Key(boolean, False, "emit launch/slurm.sbatch with walltime auto-requeue"),
+            "partition": Key(
+                text(SLURM_WORD_PATTERN, "a partition name", empty_ok=True), "", "empty: the cluster's default"
+            ),
+            "time": Key(
+                text(SLURM_TIME_PATTERN, 'a SLURM time limit such as "04:00:00" or "2-00:00:00"'),
+                "04:00:00",
+                "the job's time limit",
+            ),
+            "cpus_per_task": Key(integer(1), 8, "CPUs for each node's task (all its GPU processes)"),
+            "requeue_signal": Key(
+                choice("USR1", "USR2"), "USR2", "sent before the time limit: checkpoint, then requeue"
+            ),
+            "signal_seconds": Key(integer(10, 3600), 120, "how long before the time limit the signal comes"),
+            "sbatch_options": Key(word_list, [], 'extra #SBATCH options, e.g. ["--mem=64G", "--account=lab"]'),
+        }
+    ),
+    "hooks": Section({"emit": Key(hook_list, [], "hook stubs to emit in steps.py: " + ", ".join(HOOKS))}),
+    "debug": Section(
+        {
+            "param_summary": Key(boolean, True, "print the model's parameter counts at start"),
+            "log_grad_norm": Key(boolean, False, "log the gradient norm at logging steps"),
+            "detect_anomaly": Key(boolean, False, "torch.autograd anomaly detection (slow)"),
+            "overfit_batches": Key(integer(0), 0, "train and validate on the same N batches; 0: off"),
+        }
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated spec: `spec["trainer"]["max_epochs"]`, every key present."""
+
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __getitem__(self, section: str) -> dict[str, Any]:
+        return self.values[section]
+
+
+def _did_you_mean(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f'did you mean "{close[0]}"?' if close else ""
+
+
+def _as_toml(value: Any) -> str:
+    """A value as it would be written in TOML (what the user wrote, near enough)."""
+    return "a table" if isinstance(value, dict) else tomlkit.item(value).as_string()
+
+
+def _line_of(text: str, section: str, key: str) -> int | None:
+    """Best-effort line number of `key` inside `[section]` (None when it can't be told)."""
+    header = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\s\"-]+?)\s*\]\s*(#.*)?$")
+    current = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = header.match(line)
+        if match:
+            current = re.sub(r"\s+", "", match.group(1))
+            if key == "" and current == section:
+                return number
+            continue
+        if current == section and key and re.match(rf"^\s*{re.escape(key)}\s*=", line):
+            return number
+    return None
+
+
+def parse(text: str, file: str = SPEC_FILE) -> Spec:
+    """Parse and validate spec text; raise SpecError listing every problem."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        match = re.search(r"line (\d+)", str(error))
+        raise SpecError(
+            [Problem(file, "", f"not valid TOML: {error}", int(match.group(1)) if match else None)]
+        ) from None
+
+    problems: list[Problem] = []
+
+    def problem(section: str, key: str, message: str) -> None:
+        path = f"{section}.{key}" if key else section
+        problems.append(Problem(file, path, message, _line_of(text, section, key)))
+
+    values: dict[str, dict[str, Any]] = {}
+    for name, section in SCHEMA.items():
+        table = _lookup(document, name)
+        if table is not None and not isinstance(table, dict):
+            problem(name, "", f"expected a table [{name}], got {_as_toml(table)}")
+            table = None
+        table = table or {}
+        values[name] = {}
+        for key, spec_key in section.keys.items():
+            value = table.get(key, spec_key.default)
+            expected = spec_key.check(value)
+            if expected is not None:
+                expected, _, hint = expected.partition("|")
+                problem(name, key, f"expected {expected}, got {_as_toml(value)}" + (f" ({hint})" if hint else ""))
+            values[name][key] = value
+        subsections = [s.split(".", 1)[1] for s in SCHEMA if s.startswith(name + ".")]
+        for key in table:
+            if key not in section.keys and key not in subsections:
+                hint = _did_you_mean(key, [*section.keys, *subsections])
+                problem(name, key, f"unknown key ({hint})" if hint else "unknown key")
+    top_level = [name for name in SCHEMA if "." not in name]
+    for name in document:
+        if name not in top_level:
+            hint = _did_you_mean(name, top_level)
+            problem(name, "", f"unknown section{f' ({hint})' if hint else ''}; sections: " + ", ".join(top_level))
+
+    if not problems:
+        problems += [
+            Problem(file, key, message, _line_of(text, *key.rsplit(".", 1))) for key, message in _cross_checks(values)
+        ]
+    if problems:
+        raise SpecError(sorted(problems, key=lambda p: (p.line is None, p.line or 0)))
+    return Spec(values)
+
+
+def _lookup(document: dict[str, Any], dotted: str) -> Any:
+    node: Any = document
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _cross_checks(v: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """Rules that involve more than one key: (key path, message) pairs."""
+    out = []
+    trainer, optim = v["trainer"], v["optim"]
+    validates = trainer["limit_val_batches"] != 0
+    if trainer["max_epochs"] == -1 and trainer["max_steps"] == -1:
+        out.append(("trainer.max_epochs", "training would never end: set max_epochs or max_steps"))
+    if trainer["max_epochs"] != -1 and trainer["min_epochs"] > trainer["max_epochs"]:
+        out.append(("trainer.min_epochs", f"expected at most max_epochs ({trainer['max_epochs']})"))
+    if optim["scheduler"] == "plateau" and optim["warmup_steps"] > 0:
+        out.append(
+            ("optim.warmup_steps", 'expected 0 with scheduler = "plateau" (warm-up works with none, cosine and step)')
+        )
+    needs_validation = {
+        "early_stopping.enabled": v["early_stopping"]["enabled"],
+        "checkpoint.save_top_k": v["checkpoint"]["save_top_k"] != 0,
+        "optim.scheduler": optim["scheduler"] == "plateau",
+    }
+    for key, needed in needs_validation.items():
+        if needed and not validates:
+            out.append((key, "needs validation, but trainer.limit_val_batches = 0 turns it off"))
+    checkpoint = v["checkpoint"]
+    for key in ("every_n_steps", "every_n_minutes"):
+        if checkpoint[key] and not checkpoint["save_last"]:
+            out.append((f"checkpoint.{key}", "writes last.pt, so it needs save_last = true"))
+    hooks = v["hooks"]["emit"]
+    hook_needs = {
+        "on_save_checkpoint": (
+            checkpoint["save_last"] or checkpoint["save_top_k"] != 0,
+            "checkpoints (save_last or save_top_k)",
+        ),
+        "on_load_checkpoint": (checkpoint["save_last"], "checkpoint.save_last = true (resuming)"),
+        "on_validation_epoch_end": (validates, "validation (trainer.limit_val_batches != 0)"),
+        "on_test_epoch_end": (trainer["limit_test_batches"] != 0, "a test pass (trainer.limit_test_batches != 0)"),
+    }
+    for hook, (available, what) in hook_needs.items():
+        if hook in hooks and not available:
+            out.append(("hooks.emit", f"{hook} is never called without {what}"))
+    if v["debug"]["overfit_batches"] and trainer["limit_train_batches"] != 1.0:
+        out.append(
+            (
+                "debug.overfit_batches",
+                "overfit_batches sets the training batches itself: leave limit_train_batches at 1.0",
+            )
+        )
+    return out
+
+
+def default_text(name: str) -> str:
+    """A complete, commented spec with every key at its default, for `ltgen new`."""
+    lines = [
+        f"# {SPEC_FILE}: the spec of this project. Edit it, then run `ltgen regen` to bring the",
+        "# change into the code (your own edits to the code are kept).",
+    ]
+    for section_name, section in SCHEMA.items():
+        lines += ["", f"[{section_name}]"]
+        for key, spec_key in section.keys.items():
+            value = name if (section_name, key) == ("project", "name") else spec_key.default
+            rendered = f"{key} = {tomlkit.item(value).as_string()}"
+            lines.append(f"{rendered}  # {spec_key.doc}" if spec_key.doc else rendered)
+    return "\n".join(lines) + "\n"
+
+
+def with_values(text: str, updates: dict[str, Any]) -> str:
+    """Set dotted keys (`cluster.gpus`) in spec text, keeping its comments and layout."""
+    document = tomlkit.parse(text)
+    for dotted, value in updates.items():
+        *sections, key = dotted.split(".")
+        table: Any = document
+        for part in sections:
+            if part not in table:
+                table[part] = tomlkit.table()
+            table = table[part]
+        table[key] = value
+    return tomlkit.dumps(document)
+
+
+def load(path: Path) -> Spec:
+    """Read and validate a spec file."""
+    return parse(path.read_text(encoding="utf-8"), file=str(path))

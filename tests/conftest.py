@@ -1,0 +1,52 @@
+"""Shared test helpers: specs with overrides, cached renders, generated projects, emitted scripts run."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from ltgen import place, render, spec
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "golden"
+
+
+def spec_text(name: str = "demo", overrides: dict[str, Any] | None = None) -> str:
+    """The default spec for `name`, with dotted keys set: {"cluster.gpus": 4}."""
+    return spec.with_values(spec.default_text(name), overrides or {})
+
+
+@functools.cache
+def _render(text: str) -> tuple[tuple[str, str], ...]:
+    return tuple(render.render(spec.parse(text)).items())
+
+
+def rendered(text: str) -> dict[str, str]:
+    """The tree rendered from spec text (cached: rendering takes ~0.4 s)."""
+    return dict(_render(text))
+
+
+def make_project(path: Path, overrides: dict[str, Any] | None = None) -> Path:
+    """Write a project as `ltgen new` does, named after its folder."""
+    text = spec_text(path.name, overrides)
+    place.write_new(rendered(text), text, path)
+    return path
+
+
+def run_python(
+    project: Path, *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run `python ARGS` inside an emitted project; the output is captured as text."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        check=False,
+    )

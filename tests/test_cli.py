@@ -1,0 +1,149 @@
+"""`ltgen new` and `ltgen check`, as a user calls them."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ltgen import __version__
+from ltgen.cli import app
+from ltgen.spec import parse
+
+runner = CliRunner()
+
+
+def ltgen(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def tree_of(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_new_writes_a_project_and_says_what_to_run_next(tmp_path: Path) -> None:
+    result = ltgen("new", "mnist", "--gpus", "4", "--dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    project = tmp_path / "mnist"
+    files = set(tree_of(project))
+    assert {"train.py", "steps.py", "model.py", "data.py", "checkpoint.py", "README.md", "pyproject.toml"} <= files
+    assert {"tests/test_smoke.py", "launch/torchrun.sh", "ltgen.toml", ".ltgen/base.json", ".gitignore"} <= files
+    assert os.access(project / "launch/torchrun.sh", os.X_OK)
+    assert "cd " in result.output and "python train.py --fast-dev-run" in result.output
+    spec = parse((project / "ltgen.toml").read_text())
+    assert spec["project"]["name"] == "mnist"
+    assert spec["cluster"]["gpus"] == 4
+    base = json.loads((project / ".ltgen/base.json").read_text())
+    assert base["ltgen_version"] == __version__
+    assert base["spec"] == (project / "ltgen.toml").read_text()
+    assert base["files"]["train.py"] == (project / "train.py").read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name != "mnist"], "no staging folder left behind"
+
+
+def test_new_flags_seed_the_spec(tmp_path: Path) -> None:
+    args = ["--nodes", "2", "--precision", "bf16-mixed", "--dataset", "synthetic", "--model", "cnn", "--slurm"]
+    assert ltgen("new", "demo", "--dir", str(tmp_path), *args).exit_code == 0
+    spec = parse((tmp_path / "demo/ltgen.toml").read_text())
+    assert spec["cluster"]["nodes"] == 2
+    assert spec["trainer"]["precision"] == "bf16-mixed"
+    assert spec["data"]["dataset"] == "synthetic"
+    assert spec["model"]["arch"] == "cnn"
+    assert spec["cluster.slurm"]["enabled"] is True
+
+
+def test_new_from_a_spec_file_keeps_its_comments(tmp_path: Path) -> None:
+    source = tmp_path / "mine.toml"
+    source.write_text("# my sweep\n[trainer]\nmax_epochs = 3  # quick\n")
+    assert ltgen("new", "exp", "--dir", str(tmp_path), "--spec", str(source), "--gpus", "2").exit_code == 0
+    text = (tmp_path / "exp/ltgen.toml").read_text()
+    assert text.startswith("# my sweep\n[trainer]\nmax_epochs = 3  # quick\n")
+    spec = parse(text)
+    assert (spec["project"]["name"], spec["cluster"]["gpus"], spec["trainer"]["max_epochs"]) == ("exp", 2, 3)
+
+
+def test_same_spec_gives_a_byte_identical_tree(tmp_path: Path) -> None:
+    for parent in ("a", "b"):
+        assert ltgen("new", "twin", "--dir", str(tmp_path / parent), "--precision", "16-mixed").exit_code == 0
+    assert tree_of(tmp_path / "a/twin") == tree_of(tmp_path / "b/twin")
+
+
+@pytest.mark.parametrize("name", ["my project", "1st", "_x", "a/b", "../up", "x" * 65, "naïve"])
+def test_new_refuses_unsafe_names(tmp_path: Path, name: str) -> None:
+    result = ltgen("new", name, "--dir", str(tmp_path))
+    assert result.exit_code == 2
+    assert "project name" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_new_refuses_a_non_empty_folder_and_force_keeps_other_files(tmp_path: Path) -> None:
+    project = tmp_path / "mnist"
+    (project / "data").mkdir(parents=True)
+    (project / "data/train-images-idx3-ubyte").write_bytes(b"mine")
+    result = ltgen("new", "mnist", "--dir", str(tmp_path))
+    assert result.exit_code == 2
+    assert "not empty" in result.output and "--force" in result.output
+    assert tree_of(project) == {"data/train-images-idx3-ubyte": b"mine"}
+
+    assert ltgen("new", "mnist", "--dir", str(tmp_path), "--force").exit_code == 0
+    assert (project / "data/train-images-idx3-ubyte").read_bytes() == b"mine"
+    assert (project / "train.py").exists()
+
+
+def test_new_into_an_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "mnist").mkdir()
+    assert ltgen("new", "mnist", "--dir", str(tmp_path)).exit_code == 0
+    assert (tmp_path / "mnist/train.py").exists()
+
+
+def test_new_with_a_bad_spec_lists_every_problem_and_writes_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "bad.toml"
+    source.write_text('[trainer]\nmax_epoch = 3\nprecision = "fp16"\n')
+    result = ltgen("new", "exp", "--dir", str(tmp_path / "out"), "--spec", str(source))
+    assert result.exit_code == 2
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"{source}:2: trainer.max_epoch: unknown key")
+    assert lines[1].startswith(f"{source}:3: trainer.precision: expected one of")
+    assert lines[2] == f"2 problems in {source}; nothing was written."
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_new_with_a_missing_or_broken_spec_file(tmp_path: Path) -> None:
+    missing = ltgen("new", "exp", "--dir", str(tmp_path), "--spec", str(tmp_path / "nope.toml"))
+    assert missing.exit_code == 2 and "cannot read --spec" in missing.output
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[trainer\n")
+    result = ltgen("new", "exp", "--dir", str(tmp_path), "--spec", str(broken))
+    assert result.exit_code == 2 and "not valid TOML" in result.output
+    assert not (tmp_path / "exp").exists()
+
+
+def test_new_rejects_bad_flag_values(tmp_path: Path) -> None:
+    assert ltgen("new", "x", "--dir", str(tmp_path), "--precision", "fp16").exit_code == 2
+    assert ltgen("new", "x", "--dir", str(tmp_path), "--gpus", "-1").exit_code == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_accepts_a_folder_or_a_file_and_reports_problems(tmp_path: Path) -> None:
+    assert ltgen("new", "mnist", "--dir", str(tmp_path)).exit_code == 0
+    ok = ltgen("check", str(tmp_path / "mnist"))
+    assert ok.exit_code == 0 and ": ok (mnist: mlp on mnist" in ok.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[cluster]\ngpus = 1.5\nnodes = 0\n")
+    result = ltgen("check", str(bad))
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        f"{bad}:2: cluster.gpus: expected an integer >= 0, got 1.5",
+        f"{bad}:3: cluster.nodes: expected an integer >= 1, got 0",
+        f"2 problems in {bad}; nothing was written.",
+    ]
+    assert ltgen("check", str(tmp_path / "absent")).exit_code == 2
+
+
+def test_version_and_help() -> None:
+    assert ltgen("--version").output.strip() == f"ltgen {__version__}"
+    help_text = ltgen("new", "--help").output
+    assert "ltgen new mnist --gpus 4" in help_text
+    for flag in ("--dir", "--gpus", "--nodes", "--precision", "--dataset", "--model", "--spec", "--force"):
+        assert flag in help_text

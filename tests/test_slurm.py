@@ -1,0 +1,79 @@
+"""The generated launch/slurm.sbatch on a real single-node SLURM cluster (started here, without systemd):
+it trains to the end, and the time-limit signal mid-run gives requeue -> resume -> completion."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_project
+from slurm_cluster import LocalSlurm, unavailable_reason
+
+# As generated, but for the test machine: its two CPUs, and a time limit (the partition stays the default).
+SPEC = {
+    "data.dataset": "synthetic",
+    "data.synthetic_samples": 1280,
+    "cluster.gpus": 2,
+    "cluster.slurm.enabled": True,
+    "cluster.slurm.cpus_per_task": 2,
+    "cluster.slurm.time": "00:10:00",
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    reason = unavailable_reason()
+    if reason:
+        if os.environ.get("LTGEN_REQUIRE_SLURM"):
+            pytest.fail(f"SLURM is required here (LTGEN_REQUIRE_SLURM is set) but {reason}")
+        pytest.skip(reason)
+    started = LocalSlurm.start(tmp_path_factory.mktemp("slurm"), gpus=2)
+    yield started
+    started.stop()
+
+
+def job_output(project: Path, job: str) -> str:
+    path = project / f"{project.name}-{job}.out"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def test_the_generated_sbatch_trains_to_the_end(cluster: LocalSlurm, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "slurmjob", SPEC)
+    job = cluster.submit(
+        project / "launch/slurm.sbatch", "--max-epochs", "2", "--limit-train-batches", "5", cwd=project
+    )
+    info = cluster.wait(job, timeout=300)
+    output = job_output(project, job)
+    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), output[-3000:]
+    assert output.count("Test: test_loss") == 1
+    state = torch.load(project / f"outputs/slurm-{job}/checkpoints/last.pt", weights_only=True)
+    assert state["global_step"] == 10 and len(state["rng"]) == 2
+
+
+def test_the_time_limit_signal_requeues_the_job_which_resumes_and_completes(
+    cluster: LocalSlurm, tmp_path: Path
+) -> None:
+    project = make_project(tmp_path / "requeue", {**SPEC, "model.arch": "cnn"})
+    args = ("--max-epochs", "6", "--log-every-n-steps", "2", "--no-progress-bar")
+    job = cluster.submit(project / "launch/slurm.sbatch", *args, cwd=project)
+    deadline = time.monotonic() + 240
+    while "step " not in job_output(project, job):  # the first validation: training is well under way
+        assert cluster.job_info(job)["JobState"] in ("PENDING", "RUNNING"), job_output(project, job)
+        assert time.monotonic() < deadline, "training never got going"
+        time.sleep(0.5)
+    cluster.run("scancel", "--signal=USR2", "--full", job)
+
+    info = cluster.wait(job, timeout=600)
+    output = job_output(project, job)
+    assert (info["JobState"], info["Restarts"]) == ("COMPLETED", "1"), output[-4000:]
+    stopped_at = int(re.search(r"Saved a checkpoint at step (\d+) for the requeued job", output).group(1))
+    assert f"Requeueing job {job}" in output
+    assert re.search(rf"Resumed from outputs/slurm-{job}/checkpoints/last.pt at epoch \d+, step {stopped_at}\b", output)
+    assert output.count("Test: test_loss") == 1, "the first run stopped before its test pass; the second finished"
+    state = torch.load(project / f"outputs/slurm-{job}/checkpoints/last.pt", weights_only=True)
+    assert state["global_step"] == 6 * 9  # 1152 training samples, 64 x 2 per step: 9 steps an epoch

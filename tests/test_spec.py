@@ -1,0 +1,142 @@
+"""The spec: defaults, validation (every problem at once, one line each), and edits that keep comments."""
+
+import pytest
+
+from ltgen.spec import SCHEMA, SpecError, default_text, parse, with_values
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(SpecError) as caught:
+        parse(text, file="ltgen.toml")
+    return [str(p) for p in caught.value.problems]
+
+
+def test_default_spec_is_complete_and_valid() -> None:
+    text = default_text("mnist")
+    spec = parse(text)
+    assert spec["project"]["name"] == "mnist"
+    for section, schema in SCHEMA.items():
+        assert set(spec[section]) == set(schema.keys)
+        assert f"[{section}]" in text
+
+
+def test_missing_keys_take_their_defaults() -> None:
+    spec = parse('[project]\nname = "x"\n[trainer]\nmax_epochs = 3\n')
+    assert spec["trainer"]["max_epochs"] == 3
+    assert spec["trainer"]["precision"] == "32"
+    assert spec["cluster.slurm"]["time"] == "04:00:00"
+
+
+def test_every_problem_is_reported_at_once_with_file_line_key_and_expectation() -> None:
+    text = """[trainer]
+max_epoch = 3
+precision = "fp16"
+limit_train_batches = 1.5
+[cluster]
+gpus = -1
+[modle]
+arch = "mlp"
+"""
+    assert problems(text) == [
+        'ltgen.toml:2: trainer.max_epoch: unknown key (did you mean "max_epochs"?)',
+        'ltgen.toml:3: trainer.precision: expected one of "32", "16-mixed", "bf16-mixed", got "fp16"',
+        (
+            "ltgen.toml:4: trainer.limit_train_batches: expected a fraction in (0.0, 1.0] (write 1.0, not 1, for all "
+            "batches) or a positive integer count of batches, got 1.5"
+        ),
+        "ltgen.toml:6: cluster.gpus: expected an integer >= 0, got -1",
+        (
+            'ltgen.toml:7: modle: unknown section (did you mean "model"?); sections: project, model, data, optim, '
+            "trainer, early_stopping, checkpoint, logging, cluster, hooks, debug"
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('[project]\nname = "my project"', "project.name: expected a name of letters"),
+        ("[model]\nhidden_sizes = [128, 0]", "model.hidden_sizes: expected a list of 0 to 8 integers >= 1"),
+        ("[model]\nchannels = [8, 8, 8, 8, 8]", "model.channels: expected a list of 1 to 4 integers >= 1"),
+        ("[model]\ndropout = 1.0", "model.dropout: expected a number >= 0.0 and < 1.0, got 1.0"),
+        ('[data]\nbatch_size = "64"', 'data.batch_size: expected an integer >= 1, got "64"'),
+        ("[optim]\nlr = true", "optim.lr: expected a number >= 0.0, got true"),
+        (
+            '[optim]\nscheduler = "cosin"',
+            'optim.scheduler: expected one of "none", "cosine", "step", "plateau", got "cosin" (did you mean "cosine"?)',
+        ),
+        (
+            "[trainer]\nprecision = 32",
+            'trainer.precision: expected one of "32", "16-mixed", "bf16-mixed", got 32 (write it as a string: "32")',
+        ),
+        ("[trainer]\nmax_epochs = 0", "trainer.max_epochs: expected an integer >= 1 (or -1), got 0"),
+        ("[trainer]\nlimit_val_batches = -1", "trainer.limit_val_batches: expected a fraction in [0.0, 1.0]"),
+        (
+            '[early_stopping]\nmonitor = "val_loss\\"); import os; ("',
+            "early_stopping.monitor: expected a validation metric name",
+        ),
+        (
+            '[early_stopping]\nmode = "minimum"',
+            'early_stopping.mode: expected one of "min", "max", got "minimum" (did you mean "min"?)',
+        ),
+        ('[cluster.slurm]\ntime = "4 hours"', 'cluster.slurm.time: expected a SLURM time limit such as "04:00:00"'),
+        (
+            '[cluster.slurm]\nsbatch_options = ["--mem=1G\\n#SBATCH --x"]',
+            "cluster.slurm.sbatch_options: expected a list of sbatch options",
+        ),
+        (
+            '[hooks]\nemit = ["on_train_epoch_ends"]',
+            'got ["on_train_epoch_ends"] ("on_train_epoch_ends" is not one; did you mean "on_train_epoch_end"?)',
+        ),
+        ('[hooks]\nemit = ["on_fit_start", "on_fit_start"]', "hooks.emit: expected each hook listed once"),
+        ("trainer = 3", "trainer: expected a table [trainer], got 3"),
+    ],
+)
+def test_bad_values_name_the_key_and_what_was_expected(line: str, message: str) -> None:
+    found = problems(line)
+    assert len(found) == 1, found
+    assert message in found[0]
+
+
+def test_problems_across_keys() -> None:
+    assert problems("[trainer]\nmax_epochs = -1\nmax_steps = -1\n") == [
+        "ltgen.toml:2: trainer.max_epochs: training would never end: set max_epochs or max_steps"
+    ]
+    found = problems("[trainer]\nlimit_val_batches = 0\n[early_stopping]\nenabled = true\n")
+    assert found == [
+        "ltgen.toml:4: early_stopping.enabled: needs validation, but trainer.limit_val_batches = 0 turns it off",
+        "ltgen.toml: checkpoint.save_top_k: needs validation, but trainer.limit_val_batches = 0 turns it off",
+    ]
+    assert problems('[optim]\nscheduler = "plateau"\nwarmup_steps = 10\n') == [
+        'ltgen.toml:3: optim.warmup_steps: expected 0 with scheduler = "plateau" (warm-up works with none, cosine and step)'
+    ]
+    assert problems("[checkpoint]\nsave_last = false\nevery_n_steps = 10\n") == [
+        "ltgen.toml:3: checkpoint.every_n_steps: writes last.pt, so it needs save_last = true"
+    ]
+    assert problems('[checkpoint]\nsave_last = false\nsave_top_k = 0\n[hooks]\nemit = ["on_save_checkpoint"]\n') == [
+        "ltgen.toml:5: hooks.emit: on_save_checkpoint is never called without checkpoints (save_last or save_top_k)"
+    ]
+
+
+def test_invalid_toml_is_one_problem_with_its_line() -> None:
+    assert problems("[trainer]\nmax_epochs = \n") == [
+        "ltgen.toml:2: not valid TOML: Invalid value (at line 2, column 14)"
+    ]
+
+
+def test_limits_follow_lightning_float_fraction_int_count() -> None:
+    assert parse("[trainer]\nlimit_train_batches = 20\n")["trainer"]["limit_train_batches"] == 20
+    assert parse("[trainer]\nlimit_train_batches = 0.25\n")["trainer"]["limit_train_batches"] == 0.25
+    assert (
+        parse("[trainer]\nlimit_val_batches = 0\n[checkpoint]\nsave_top_k = 0\n")["trainer"]["limit_val_batches"] == 0
+    )
+
+
+def test_with_values_keeps_comments_and_layout() -> None:
+    text = "# my experiment\n[trainer]\nmax_epochs = 3  # short run\n\n[cluster]\ngpus = 1\n"
+    edited = with_values(text, {"cluster.gpus": 8, "trainer.precision": "bf16-mixed", "cluster.slurm.enabled": True})
+    assert edited.startswith("# my experiment\n[trainer]\nmax_epochs = 3  # short run\n")
+    assert "gpus = 8" in edited
+    spec = parse(edited)
+    assert spec["trainer"]["precision"] == "bf16-mixed"
+    assert spec["cluster.slurm"]["enabled"] is True
