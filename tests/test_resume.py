@@ -348,3 +348,32 @@ def test_skip_mode_skips_the_step_and_trains_on(tmp_path: Path) -> None:
     last = torch.load(tmp_path / "o/checkpoints/last.pt", weights_only=True)
     assert last["global_step"] == STEPS - 3
     assert all(torch.isfinite(t).all() for t in last["model"].values())
+
+
+def test_augmentation_in_data_workers_is_reproducible_across_resumes_and_worker_counts(tmp_path: Path) -> None:
+    """Random augmentation added in the dataset, run in persistent worker processes: a run killed mid-epoch and
+    resumed ends exactly like an uninterrupted one, and so does a run with another number of workers."""
+    project = make_project(tmp_path / "workers", {**SPEC, "data.num_workers": 2})
+    add_crash_points(project)
+    source = (project / "data.py").read_text()
+    augmented = source.replace(
+        "        return self.images[indices], self.labels[indices]",
+        "        images = self.images[indices]  # augmentation: noise and a random shift\n"
+        "        images = images + 0.1 * torch.randn_like(images)\n"
+        "        return torch.roll(images, random.randint(-2, 2), dims=-1), self.labels[indices]",
+    )
+    assert augmented != source
+    (project / "data.py").write_text(augmented)
+
+    reference = run_python(project, *ARGS, "--out-dir", str(tmp_path / "reference"))
+    assert reference.returncode == 0, reference.stderr
+    expected = final_state(tmp_path / "reference")
+
+    crash_then_resume(project, tmp_path / "resumed", {"CRASH_AT_TRAINING_STEP": "23"})
+    assert_identical(final_state(tmp_path / "resumed"), expected)
+
+    one_worker = run_python(project, *ARGS, "--out-dir", str(tmp_path / "one"), "--num-workers", "1")
+    assert one_worker.returncode == 0, one_worker.stderr
+    state = final_state(tmp_path / "one")
+    assert state["config"].pop("num_workers") == 1 and expected["config"].pop("num_workers") == 2
+    assert_identical(state, expected)

@@ -247,7 +247,7 @@ SCHEMA: dict[str, Section] = {
             ),
             "check_val_every_n_epoch": Key(integer(1), 1, "validate in every Nth epoch only"),
             "num_sanity_val_steps": Key(integer(0), 2, "validation batches run before training, to fail fast"),
-            "seed": Key(integer(0), 42, "seeds the weights, the data order and split, and dropout"),
+            "seed": Key(integer(0), 42, "seeds the weights, the data split and order, and random layers"),
             "nonfinite_loss": Key(
                 choice("stop", "skip", "off"), "stop", '"stop" | "skip" (the optimizer step) | "off"'
             ),

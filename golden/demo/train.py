@@ -50,7 +50,7 @@ class Config:
     limit_val_batches: int | float = 1.0  # 0: no validation
     limit_test_batches: int | float = 1.0  # 0: no test pass
     num_sanity_val_steps: int = 2  # validation batches run before training, to fail fast
-    seed: int = 42  # seeds the weights, the data order and split, and dropout
+    seed: int = 42  # seeds the weights, the data split and order, and random layers
     patience: int = 2  # validations without improvement before stopping
     min_delta: float = 0.0  # the smallest change that counts as improvement
     save_top_k: int = 1  # keep the k best by monitor; 0: none; -1: all

@@ -30,7 +30,7 @@ class Config:
     limit_train_batches: int | float = 1.0  # a float is a fraction of the batches, an int a count
     limit_val_batches: int | float = 1.0  # 0: no validation
     limit_test_batches: int | float = 1.0  # 0: no test pass
-    seed: int = 42  # seeds the weights, the data order and split, and dropout
+    seed: int = 42  # seeds the weights, the data split and order, and random layers
     log_every_n_steps: int = 50  # read the loss (a host sync) every N steps
 
 
