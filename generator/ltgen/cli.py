@@ -71,7 +71,9 @@ def main(
 
 @app.command()
 def new(
-    name: Annotated[str, typer.Argument(help="Project name: the folder to create, and [project] name.")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="Project name: the folder to create, and [project] name.")
+    ],
     parent: Annotated[Path, typer.Option("--dir", help="Create the project inside this folder.")] = Path("."),
     gpus: Annotated[
         int | None, typer.Option(min=0, help="GPUs per node ([cluster] gpus); more than 1 emits DDP.")
@@ -87,7 +89,7 @@ def new(
         Path | None, typer.Option("--spec", help="Start from this ltgen.toml instead of the defaults.")
     ] = None,
     force: Annotated[
-        bool, typer.Option(help="Write into a non-empty folder (only generated files are replaced).")
+        bool, typer.Option("--force", help="Write into a non-empty folder (only generated files are replaced).")
     ] = False,
 ) -> None:
     """Create a new project: ltgen.toml plus a standalone PyTorch project generated from it.
