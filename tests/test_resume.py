@@ -308,43 +308,37 @@ def test_resuming_with_another_model_is_refused_and_changed_settings_are_listed(
     assert "Traceback" not in refused.stderr
 
 
+def poison_the_short_batch(project: Path) -> None:
+    """Edit training_step so that the loss of each epoch's last (short, 28-sample) batch is NaN."""
+    steps = (project / "steps.py").read_text()
+    poisoned = steps.replace(
+        "    return F.cross_entropy(model(images), labels)",
+        "    loss = F.cross_entropy(model(images), labels)\n    return loss * float('nan') if len(labels) == 28 else loss",
+    )
+    assert poisoned != steps
+    (project / "steps.py").write_text(poisoned)
+
+
 def test_a_non_finite_loss_stops_with_the_step_and_batch_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     project = make_project(tmp_path / "nan", SPEC)
-    (project / "steps.py").write_text(
-        (project / "steps.py")
-        .read_text()
-        .replace(
-            "    return F.cross_entropy(model(images), labels)",
-            "    loss = F.cross_entropy(model(images), labels)\n    return loss * float('nan') if labels.sum() % 7 == 0 and len(labels) == 28 else loss",
-        )
-    )
+    poison_the_short_batch(project)
     result = run_python(project, *ARGS, "--out-dir", str(tmp_path / "o"))
     assert result.returncode == 1
-    assert re.search(r"Loss is nan at step (\d+) \(epoch \d+, batch \d+\); stopping", result.stdout), result.stdout
+    # the short batch ends epoch 0 at step 6, which validates and saves: the loss is read there first
+    assert "Loss is nan at step 6 (epoch 0, batch 16); stopping" in result.stdout, result.stdout
     last = torch.load(tmp_path / "o/checkpoints/last.pt", weights_only=True)
     assert all(torch.isfinite(t).all() for t in last["model"].values())
 
 
 def test_skip_mode_skips_the_step_and_trains_on(tmp_path: Path) -> None:
     project = make_project(tmp_path / "skip", {**SPEC, "trainer.nonfinite_loss": "skip"})
-    (project / "steps.py").write_text(
-        (project / "steps.py")
-        .read_text()
-        .replace(
-            "    return F.cross_entropy(model(images), labels)",
-            "    loss = F.cross_entropy(model(images), labels)\n    return loss * float('nan') if len(labels) == 28 else loss",
-        )
-    )
+    poison_the_short_batch(project)
     result = run_python(project, *ARGS, "--out-dir", str(tmp_path / "o"))
     assert result.returncode == 0, result.stderr
-    assert (
-        len(
-            re.findall(
-                r"^Skipped step \d+: non-finite gradients \(epoch \d, batch 16\)$", result.stdout, flags=re.MULTILINE
-            )
-        )
-        == 3
+    skipped = re.findall(
+        r"^Skipped step \d+: non-finite gradients \(epoch \d, batch 16\)$", result.stdout, flags=re.MULTILINE
     )
+    assert len(skipped) == 3, result.stdout
     last = torch.load(tmp_path / "o/checkpoints/last.pt", weights_only=True)
     assert last["global_step"] == STEPS - 3
     assert all(torch.isfinite(t).all() for t in last["model"].values())

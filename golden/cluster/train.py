@@ -248,8 +248,11 @@ def main() -> None:
             scheduler.step()
             global_step += 1
 
-            if global_step % cfg.log_every_n_steps == 0:
-                # Reading the loss waits for the device: only at logging steps.
+            validate = batch_idx + 1 == n_train
+            periodic = cfg.ckpt_every_n_steps > 0 and global_step % cfg.ckpt_every_n_steps == 0
+            # Reading the loss waits for the device: only at logging steps, and before a step that may save
+            # a checkpoint (which must never hold weights a non-finite loss has wrecked).
+            if global_step % cfg.log_every_n_steps == 0 or validate or periodic:
                 due = cfg.ckpt_every_n_minutes > 0 and time.monotonic() - last_save > 60 * cfg.ckpt_every_n_minutes
                 # Averaged over ranks; the same all-reduce makes the ranks agree on stopping and saving.
                 flags = torch.tensor([stop_signal is not None, due], dtype=torch.float32, device=device)
@@ -267,13 +270,12 @@ def main() -> None:
                     writer.add_scalar("train_loss", loss_value, global_step)
                     writer.add_scalar("lr", optimizer.param_groups[0]["lr"], global_step)
                 bar.set_postfix(loss=f"{loss_value:.4f}")
-                if due:
+                if due and stop != "nonfinite":
                     save_checkpoint("last.pt")
                     last_save = time.monotonic()
             if global_step == cfg.max_steps:
                 stop = "max_steps"
 
-            validate = batch_idx + 1 == n_train
             if validate and stop in ("", "max_steps"):
                 metrics = evaluate(raw_model, val_loader, validation_step, n_val, "val", device)
                 if writer:
@@ -293,7 +295,6 @@ def main() -> None:
                             (ckpt_dir / worst).unlink(missing_ok=True)
             if stop == "nonfinite":
                 break  # keep the last good checkpoint
-            periodic = cfg.ckpt_every_n_steps > 0 and global_step % cfg.ckpt_every_n_steps == 0
             if periodic or stop or validate:
                 save_checkpoint("last.pt")
             if stop:
