@@ -237,15 +237,17 @@ def test_early_stopping_respects_patience_and_min_epochs(tmp_path: Path) -> None
             "optim.scheduler": "none",
         },
     )
-    # lr 0: nothing ever improves after the first validation
-    result = run_python(project, "train.py", *CPU, "--lr", "0", "--max-epochs", "10", "--out-dir", str(tmp_path / "o"))
+    # min_delta 100: nothing ever improves after the first validation
+    result = run_python(
+        project, "train.py", *CPU, "--min-delta", "100", "--max-epochs", "10", "--out-dir", str(tmp_path / "o")
+    )
     assert result.returncode == 0, result.stderr
     assert "Early stopping: val_loss has not improved" in result.stdout
-    assert (
-        len(re.findall(r"^step \d+: val_loss", result.stdout, flags=re.MULTILINE)) == 4
-    )  # patience 2 reached at 3, min_epochs 4
+    # patience 2 runs out at the 3rd validation, but min_epochs 4 waits for the 4th epoch to complete
+    assert len(re.findall(r"^step \d+: val_loss", result.stdout, flags=re.MULTILINE)) == 4
     last = torch.load(tmp_path / "o/checkpoints/last.pt", weights_only=True)
-    assert (last["global_step"], last["batch_in_epoch"]) == (4 * 17, 17)  # 1080 training samples: 17 batches of 64
+    # 1080 training samples: 17 batches of 64; the last checkpoint is taken after the 4th epoch's end
+    assert (last["epoch"], last["global_step"], last["batch_in_epoch"]) == (4, 4 * 17, 0)
 
 
 def test_top_k_keeps_the_best_and_the_test_uses_it(tmp_path: Path) -> None:

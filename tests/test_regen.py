@@ -447,7 +447,7 @@ def test_an_edit_made_after_an_interruption_is_kept_and_merged(tmp_path: Path, m
     assert (project / "model.py").read_text() == expected
 
 
-def test_diff_after_an_interruption_shows_the_finished_state_and_writes_nothing(
+def test_diff_after_an_interruption_shows_the_writes_it_owes_and_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project, text = edited_project(tmp_path / "demo")
@@ -456,9 +456,12 @@ def test_diff_after_an_interruption_shows_the_finished_state_and_writes_nothing(
     shown = ltgen("diff", project)
     assert shown.exit_code == 0, shown.output
     assert "An interrupted regen left" in shown.output and "ltgen regen finishes that first" in shown.output
-    assert "Nothing would change" in shown.output, "the interrupted regen already brought this spec in"
+    assert "--- a/model.py\n+++ b/model.py\n" in shown.output, "the writes still owed show like any other change"
+    assert "Nothing would change" not in shown.output
     assert (tree(project), mtimes(project)) == (before, times)
-    assert ltgen("regen", project).exit_code == 0
+    done = ltgen("regen", project)
+    assert done.exit_code == 0, done.output
+    assert outcome_lines(done.output) == outcome_lines(shown.output), "diff predicted exactly what regen did"
     assert ltgen("diff", project).output.count("Nothing would change") == 1
 
 

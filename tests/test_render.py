@@ -212,6 +212,7 @@ def test_minimal_spec_reads_like_a_small_hand_written_loop() -> None:
         ".gitignore",
         "README.md",
         "data.py",
+        "flags.py",
         "model.py",
         "pyproject.toml",
         "steps.py",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import difflib
 import enum
+import shlex
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 
 from ltgen import __version__, merge, place, render
-from ltgen.spec import NAME_PATTERN, SPEC_FILE, Spec, SpecError, default_text, parse, with_values
+from ltgen.spec import NAME_PATTERN, SPEC_FILE, Spec, SpecError, default_text, parse, read, with_values
 
 app = typer.Typer(
     help="Generate plain-PyTorch training projects from a short spec (ltgen.toml), and regenerate them without losing edits.",
@@ -42,16 +43,30 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def report_problems(error: SpecError, file: str) -> NoReturn:
+    """Print every problem of a spec (one per line) and exit 2."""
+    count = len(error.problems)
+    lines = [*map(str, error.problems), f"{count} problem{'s' if count > 1 else ''} in {file}; nothing was written."]
+    typer.echo("\n".join(lines), err=True)
+    raise typer.Exit(2)
+
+
 def validated(text: str, file: str) -> Spec:
-    """Parse spec text, or print every problem (one per line) and exit 2."""
+    """Parse spec text, or print every problem and exit 2."""
     try:
         return parse(text, file=file)
     except SpecError as error:
-        for problem in error.problems:
-            typer.echo(str(problem), err=True)
-        count = len(error.problems)
-        typer.echo(f"{count} problem{'s' if count > 1 else ''} in {file}; nothing was written.", err=True)
-        raise typer.Exit(2) from None
+        report_problems(error, file)
+
+
+def read_spec(path: Path, label: str = "", hint: str = "") -> str:
+    """A spec file's text, or one line saying why it can't be read (with label and hint) and exit 2."""
+    try:
+        return read(path)
+    except SpecError as error:
+        report_problems(error, str(path))
+    except OSError as error:
+        fail(f"cannot read {label}{path} ({error.strerror or error}){hint}")
 
 
 def _version(value: bool) -> None:
@@ -89,7 +104,11 @@ def new(
         Path | None, typer.Option("--spec", help="Start from this ltgen.toml instead of the defaults.")
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Write into a non-empty folder (only generated files are replaced).")
+        bool,
+        typer.Option(
+            "--force",
+            help="Write into a non-empty folder that is not an ltgen project; files it replaces are moved aside.",
+        ),
     ] = False,
 ) -> None:
     """Create a new project: ltgen.toml plus a standalone PyTorch project generated from it.
@@ -105,30 +124,38 @@ def new(
     if not NAME_PATTERN.fullmatch(name):
         fail(f"project name {name!r}: use letters, digits, '_' and '-', starting with a letter (at most 64)")
     target = parent / name
-    if target.exists() and not (target.is_dir() and (force or place.is_empty_dir(target))):
-        fail(f"{target} exists and is not empty; choose another name or --dir, or --force to write into it")
+    try:
+        place.check_target(target, force)
+    except place.Refused as error:
+        fail(str(error))
+    except OSError as error:
+        fail(f"cannot look into {target} ({error.strerror or error})")
     source = str(spec_file) if spec_file else SPEC_FILE
-    if spec_file is not None:
-        try:
-            text = spec_file.read_text(encoding="utf-8")
-        except OSError as error:
-            fail(f"cannot read --spec {spec_file}: {error.strerror}")
-    else:
-        text = default_text(name)
+    text = read_spec(spec_file, label="--spec ") if spec_file is not None else default_text(name)
     given = {"cluster.gpus": gpus, "cluster.nodes": nodes, "cluster.slurm.enabled": slurm}
     given |= {"trainer.precision": precision, "data.dataset": dataset, "model.arch": model}
     seeds = {
         key: value.value if isinstance(value, enum.Enum) else value for key, value in given.items() if value is not None
     }
+    updates = {"project.name": name, **seeds}
     try:
-        text = with_values(text, {"project.name": name, **seeds})
-    except Exception:  # not TOML, or a key where a table should be: parse() says where
+        text = with_values(text, updates)
+    except ValueError as error:  # not TOML, or a key where a table should be: parse() says where
         validated(text, source)
-        raise
+        fail(f"cannot set {', '.join(updates)} in {source} ({error}); set them in the file itself")
     spec = validated(text, source)
-    written = place.write_new(render.render(spec), text, target, force=force)
-    typer.echo(f"Created {target}/ ({len(written)} files) from {SPEC_FILE}. Next:")
-    typer.echo(f"  cd {target}")
+    try:
+        created = place.write_new(render.render(spec), text, target, force=force)
+    except place.Refused as error:
+        fail(str(error))
+    except OSError as error:
+        fail(f"cannot write into {error.filename or target} ({error.strerror or error})")
+    if created.moved_aside:
+        typer.echo(f"--force: moved the {len(created.moved_aside)} file(s) of yours that the project replaces aside:")
+        for relative, destination in created.moved_aside.items():
+            typer.echo(f"  {target / relative} -> {destination}")
+    typer.echo(f"Created {target}/ ({len(created.files)} files) from {SPEC_FILE}. Next:")
+    typer.echo(f"  cd {shlex.quote(str(target))}")
     typer.echo("  python train.py --fast-dev-run      # does it all run? (one batch, writes nothing)")
     if spec["cluster"]["gpus"] > 1 or spec["cluster"]["nodes"] > 1:
         typer.echo("  bash launch/torchrun.sh             # train with DDP on this machine's GPUs")
@@ -144,11 +171,7 @@ def check(
 ) -> None:
     """Validate a spec: every problem on its own line (file, key, what was expected); exit 2 if any."""
     spec_path = path / SPEC_FILE if path.is_dir() else path
-    try:
-        text = spec_path.read_text(encoding="utf-8")
-    except OSError as error:
-        fail(f"cannot read {spec_path}: {error.strerror}")
-    spec = validated(text, str(spec_path))
+    spec = validated(read_spec(spec_path), str(spec_path))
     cluster = spec["cluster"]
     typer.echo(
         f"{spec_path}: ok ({spec['project']['name']}: {spec['model']['arch']} on {spec['data']['dataset']}, "
@@ -176,9 +199,14 @@ def regen(
 
     Outcomes: unchanged, updated (only ltgen's side changed), merged, conflict, added,
     removed (no longer generated, untouched), kept (no longer generated, but edited by you),
-    skipped (a generated file you deleted; --restore brings it back: restored).
+    skipped (a generated file you deleted; --restore brings it back: restored), untracked (in
+    .ltgen/base.json but not a file ltgen generates: left alone).
 
-    Exit status: 0 done, 1 conflicts (the files are listed), 2 bad spec or refused (nothing written).
+    regen never reads or writes through a symbolic link nor replaces a read-only file (it refuses,
+    naming the path), and one regen at a time runs in a project.
+
+    Exit status: 0 done, 1 conflicts (the files are listed), 2 bad spec or refused (nothing written),
+    or stopped half-way by an error it names (run regen again, once fixed, to finish).
     """
     _regen(path, restore=restore, dry_run=dry_run)
 
@@ -197,18 +225,17 @@ def diff(
 
 
 def _regen(project: Path, restore: bool, dry_run: bool) -> None:
-    spec_path = project / SPEC_FILE
     if not project.is_dir():
         fail(f"{project} is not a folder; give the project folder (the one with {SPEC_FILE})")
     try:
-        text = spec_path.read_text(encoding="utf-8")
-    except (OSError, ValueError) as error:
-        reason = getattr(error, "strerror", None) or error
-        fail(f"cannot read {spec_path} ({reason}); is {project} a project made by ltgen new?")
+        spec_path = place.safe_path(project, SPEC_FILE)
+    except place.Refused as error:
+        fail(str(error))
+    text = read_spec(spec_path, hint=f"; is {project} a project made by ltgen new?")
     spec = validated(text, str(spec_path))
     try:
         report = place.regen(project, text, render.render(spec), restore=restore, dry_run=dry_run)
-    except (place.Refused, merge.MergeError, ValueError, OSError) as error:
+    except (place.Refused, place.Unfinished, merge.MergeError, ValueError, OSError) as error:
         fail(str(error))
     if dry_run:
         for plan in report.plans:
@@ -232,6 +259,7 @@ def _unified_diff(plan: merge.FilePlan) -> str:
 NOTES = {
     merge.Outcome.KEPT: " (no longer generated, but you edited it: kept, and no longer tracked by ltgen)",
     merge.Outcome.SKIPPED: " (you deleted it, so it stays deleted; --restore brings it back)",
+    merge.Outcome.UNTRACKED: f" (listed in {place.BASE_FILE}, but not a file ltgen generates: left alone, untracked)",
 }
 
 

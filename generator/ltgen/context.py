@@ -33,6 +33,12 @@ def build(spec: Spec) -> dict[str, Any]:
         "compile": compile_model,
         "wrapped": distributed or compile_model,
         "amp_dtype": {"32": "", "16-mixed": "torch.float16", "bf16-mixed": "torch.bfloat16"}[trainer["precision"]],
+        # torch.autocast's arguments: with no dtype it takes float16 on a GPU and bfloat16 on the CPU, which is
+        # what 16-mixed means (float16 autocast on the CPU is slow and unscaled: Lightning switches to bf16 too).
+        "autocast_args": {"32": "", "16-mixed": "device.type", "bf16-mixed": "device.type, dtype=torch.bfloat16"}[
+            trainer["precision"]
+        ],
+        "tf32": trainer["tf32"],
         "grad_scaler": trainer["precision"] == "16-mixed",
         "accumulate": trainer["accumulate_grad_batches"] > 1,
         "clip": trainer["gradient_clip_val"] > 0,
@@ -42,9 +48,11 @@ def build(spec: Spec) -> dict[str, Any]:
         "validation": validation,
         "val_interval": validation and trainer["val_check_interval"] != 1.0,
         "val_every_n_epoch": validation and trainer["check_val_every_n_epoch"] != 1,
-        "sanity": validation and trainer["num_sanity_val_steps"] > 0,
+        "sanity": validation and trainer["num_sanity_val_steps"] != 0,
         "test": trainer["limit_test_batches"] != 0,
         "early_stopping": early["enabled"],
+        "stopping_threshold": early["enabled"] and early["stopping_threshold"] is not False,
+        "divergence_threshold": early["enabled"] and early["divergence_threshold"] is not False,
         "top_k": top_k,
         "save_last": ckpt["save_last"],
         "checkpointing": ckpt["save_last"] or top_k,
@@ -70,6 +78,7 @@ def build(spec: Spec) -> dict[str, Any]:
         **_monitors(early, ckpt, optim),
         **_cluster(cluster, slurm),
         "config_fields": _config_fields(spec, flags),
+        "config_checks": _config_checks(spec, flags),
     }
 
 
@@ -108,9 +117,10 @@ def _model(model: dict[str, Any]) -> dict[str, Any]:
 
 def _optimizer(optim: dict[str, Any]) -> dict[str, Any]:
     scheduler, warmup = optim["scheduler"], optim["warmup_steps"]
+    unit = "epoch" if optim["scheduler_interval"] == "epoch" else "step"
     after = {
-        "cosine": "then a cosine decay to 0 at total_steps",
-        "step": f"then x{optim['gamma']} every {optim['step_size']} steps",
+        "cosine": f"then a cosine decay to 0 at total_{unit}s",
+        "step": f"then x{optim['gamma']} every {optim['step_size']} {unit}s",
         "none": "then constant",
     }
     return {
@@ -120,10 +130,14 @@ def _optimizer(optim: dict[str, Any]) -> dict[str, Any]:
         "scheduler": scheduler,
         "has_scheduler": scheduler != "none" or warmup > 0,
         "total_steps": scheduler == "cosine",
+        "epoch_schedule": optim["scheduler_interval"] == "epoch"
+        and scheduler != "plateau"
+        and (scheduler != "none" or warmup > 0),
+        "schedule_unit": "epoch" if optim["scheduler_interval"] == "epoch" and scheduler != "plateau" else "step",
         "plateau": scheduler == "plateau",
         "warmup_lambda": warmup > 0,
         "warmup_steps": repr(warmup),
-        "warmup_doc": f"Learning-rate factor: linear warm-up over {warmup} steps, {after.get(scheduler, '')}.",
+        "warmup_doc": f"Learning-rate factor: linear warm-up over {warmup} {unit}s, {after.get(scheduler, '')}.",
         "step_size": repr(optim["step_size"]),
         "gamma": repr(optim["gamma"]),
         "plateau_patience": repr(optim["plateau_patience"]),
@@ -173,6 +187,7 @@ def _config_fields(spec: Spec, flags: dict[str, Any]) -> list[dict[str, Any]]:
         ("max_epochs", "trainer.max_epochs", "int", True),
         ("max_steps", "trainer.max_steps", "int", True),
         ("min_epochs", "trainer.min_epochs", "int", flags["early_stopping"]),
+        ("min_steps", "trainer.min_steps", "int", flags["early_stopping"]),
         ("accumulate_grad_batches", "trainer.accumulate_grad_batches", "int", flags["accumulate"]),
         ("gradient_clip_val", "trainer.gradient_clip_val", "float", flags["clip"]),
         ("limit_train_batches", "trainer.limit_train_batches", "int | float", True),
@@ -185,6 +200,8 @@ def _config_fields(spec: Spec, flags: dict[str, Any]) -> list[dict[str, Any]]:
         ("seed", "trainer.seed", "int", True),
         ("patience", "early_stopping.patience", "int", flags["early_stopping"]),
         ("min_delta", "early_stopping.min_delta", "float", flags["early_stopping"]),
+        ("stopping_threshold", "early_stopping.stopping_threshold", "float", flags["stopping_threshold"]),
+        ("divergence_threshold", "early_stopping.divergence_threshold", "float", flags["divergence_threshold"]),
         ("save_top_k", "checkpoint.save_top_k", "int", flags["top_k"]),
         ("ckpt_every_n_steps", "checkpoint.every_n_steps", "int", flags["save_last"]),
         ("ckpt_every_n_minutes", "checkpoint.every_n_minutes", "float", flags["save_last"]),
@@ -211,3 +228,48 @@ def _config_fields(spec: Spec, flags: dict[str, Any]) -> list[dict[str, Any]]:
             {"name": name, "type": kind, "value": value, "comment": comment, "comment_above": len(line) > LINE_LENGTH}
         )
     return fields
+
+
+# What each Config field accepts, as a condition on {v} and the words for it. train.py checks every
+# field (flags included) before any work, so a typo fails in a second with one line, not after an epoch.
+_LIMIT = "(0 < {v} <= 1 if isinstance({v}, float) else {v} >= 1)"
+_FIELD_CHECKS = {
+    "batch_size": ("{v} >= 1", "an integer >= 1"),
+    "num_workers": ("{v} >= 0", "an integer >= 0"),
+    "lr": ("0 < {v} < math.inf", "a finite number > 0"),
+    "max_epochs": ("{v} >= 1 or {v} == -1", "an integer >= 1, or -1 for no limit"),
+    "max_steps": ("{v} >= 1 or {v} == -1", "an integer >= 1, or -1 for no limit"),
+    "min_epochs": ("{v} >= 0", "an integer >= 0"),
+    "min_steps": ("{v} >= 0", "an integer >= 0"),
+    "accumulate_grad_batches": ("{v} >= 1", "an integer >= 1"),
+    "gradient_clip_val": ("0 < {v} < math.inf", "a finite number > 0 (turn clipping off in ltgen.toml)"),
+    "limit_train_batches": (_LIMIT, "a fraction in (0, 1] or a count >= 1"),
+    "limit_val_batches": (_LIMIT, "a fraction in (0, 1] or a count >= 1 (turn validation off in ltgen.toml)"),
+    "limit_test_batches": (_LIMIT, "a fraction in (0, 1] or a count >= 1 (turn the test off in ltgen.toml)"),
+    "val_check_interval": (_LIMIT, "a fraction of an epoch in (0, 1] or a count of batches >= 1"),
+    "check_val_every_n_epoch": ("{v} >= 1", "an integer >= 1"),
+    "num_sanity_val_steps": ("{v} >= -1", "an integer >= 0, or -1 for all"),
+    "overfit_batches": ("{v} >= 0", "an integer >= 0"),
+    "seed": ("0 <= {v} < 2**32", "an integer from 0 to 2**32 - 1"),
+    "patience": ("{v} >= 1", "an integer >= 1"),
+    "min_delta": ("0 <= {v} < math.inf", "a finite number >= 0"),
+    "stopping_threshold": ("math.isfinite({v})", "a finite number"),
+    "divergence_threshold": ("math.isfinite({v})", "a finite number"),
+    "save_top_k": ("{v} >= -1", "an integer >= 0, or -1 for all"),
+    "ckpt_every_n_steps": ("{v} >= 0", "an integer >= 0"),
+    "ckpt_every_n_minutes": ("0 <= {v} < math.inf", "a finite number >= 0"),
+    "log_every_n_steps": ("{v} >= 1", "an integer >= 1"),
+}
+
+
+def _config_checks(spec: Spec, flags: dict[str, Any]) -> list[dict[str, str]]:
+    """For flags.py: the check of every emitted Config field that has one, as code on `cfg`."""
+    datasets = ("mnist", "synthetic") if spec["data"]["dataset"] == "mnist" else ("synthetic",)
+    checks = [{"name": "dataset", "condition": f"cfg.dataset in {datasets!r}", "expected": " or ".join(datasets)}]
+    for field in _config_fields(spec, flags):
+        if field["name"] in _FIELD_CHECKS:
+            condition, expected = _FIELD_CHECKS[field["name"]]
+            checks.append(
+                {"name": field["name"], "condition": condition.format(v=f"cfg.{field['name']}"), "expected": expected}
+            )
+    return checks

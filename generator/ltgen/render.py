@@ -6,6 +6,7 @@ written to the project here, and the same spec always gives the same bytes.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from ltgen import context
 from ltgen.spec import Spec
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+TEMPLATE_SUBDIRECTORY, TEMPLATE_SUFFIX = "project", ".jinja"  # copier.yml's _subdirectory and _templates_suffix
+JINJA_TAG = re.compile(r"{%.*?%}")
 
 
 def templates_dir() -> Path:
@@ -24,6 +27,16 @@ def templates_dir() -> Path:
         if (candidate / "copier.yml").is_file():
             return candidate
     raise FileNotFoundError(f"ltgen's templates are missing (looked in {PACKAGE_DIR / 'templates'})")
+
+
+def emittable_paths() -> frozenset[str]:
+    """Every path the template can emit for some spec: its file names, each `{% if %}` in them taken as true.
+
+    regen deletes only these: a path in .ltgen/base.json that ltgen never generates is not its file to delete.
+    """
+    root = templates_dir() / TEMPLATE_SUBDIRECTORY
+    names = (JINJA_TAG.sub("", path.relative_to(root).as_posix()) for path in root.rglob("*") if path.is_file())
+    return frozenset(name.removesuffix(TEMPLATE_SUFFIX) for name in names if "{" not in name)
 
 
 def format_python(source: str, path: str) -> str:

@@ -8,6 +8,7 @@ with one `Problem` per mistake.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import tomllib
 from collections.abc import Callable
@@ -21,7 +22,7 @@ SPEC_FILE = "ltgen.toml"
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 METRIC_PATTERN = re.compile(r"val_[A-Za-z0-9_]{1,64}")
-SLURM_TIME_PATTERN = re.compile(r"(\d+-)?\d{1,3}(:\d{2}){0,2}")
+SLURM_TIME_PATTERN = re.compile(r"([0-9]+-)?[0-9]{1,3}(:[0-9]{2}){0,2}")  # ASCII digits: \d matches any script's
 SLURM_WORD_PATTERN = re.compile(r"[A-Za-z0-9_.,:=+-]{1,128}")
 
 HOOKS = {
@@ -74,26 +75,40 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def integer(lo: int | None = None, hi: int | None = None, also: tuple[int, ...] = ()) -> Check:
+# The bound of an integer key that has no tighter one: beyond any real run, and small enough for every
+# integer the emitted code hands to torch (int64), to the shell or to SLURM.
+MAX_COUNT = 10**9
+
+
+def integer(lo: int, hi: int = MAX_COUNT, also: tuple[int, ...] = ()) -> Check:
+    """An integer from lo to hi, or one of `also`; the message names the bound a value breaks."""
+
     def check(value: Any) -> str | None:
-        if _is_int(value) and (value in also or ((lo is None or value >= lo) and (hi is None or value <= hi))):
+        if _is_int(value) and (value in also or lo <= value <= hi):
             return None
-        bounds = [f">= {lo}" if lo is not None else "", f"<= {hi}" if hi is not None else ""]
-        wanted = "an integer " + " and ".join(b for b in bounds if b)
-        return wanted.strip() + "".join(f" (or {a})" for a in also)
+        too_big = _is_int(value) and value > hi
+        return f"an integer >= {lo}" + (f" and <= {hi}" if too_big else "") + "".join(f" (or {a})" for a in also)
 
     return check
 
 
-def number(lo: float | None = None, hi: float | None = None, hi_open: bool = False) -> Check:
+def number(lo: float, hi: float | None = None, hi_open: bool = False) -> Check:
+    """A finite number from lo to hi (hi excluded with hi_open)."""
+
     def check(value: Any) -> str | None:
-        in_range = hi is None or (_is_number(value) and (value < hi or (value == hi and not hi_open)))
-        if _is_number(value) and (lo is None or value >= lo) and in_range:
+        finite = _is_number(value) and math.isfinite(value)
+        if finite and value >= lo and (hi is None or value < hi or (value == hi and not hi_open)):
             return None
         upper = "" if hi is None else f" and {'<' if hi_open else '<='} {hi}"
-        return f"a number >= {lo}{upper}" if lo is not None else "a number"
+        kind = "a finite number" if _is_number(value) and not finite else "a number"
+        return f"{kind} >= {lo}{upper}"
 
     return check
+
+
+def positive(value: Any) -> str | None:
+    """A finite number > 0."""
+    return None if _is_number(value) and 0 < value < math.inf else "a finite number > 0"
 
 
 def boolean(value: Any) -> str | None:
@@ -119,11 +134,17 @@ def text(pattern: re.Pattern[str], what: str, empty_ok: bool = False) -> Check:
     return check
 
 
-def int_list(lo: int, min_len: int, max_len: int) -> Check:
+def int_list(lo: int, min_len: int, max_len: int, hi: int = MAX_COUNT) -> Check:
     def check(value: Any) -> str | None:
-        if isinstance(value, list) and min_len <= len(value) <= max_len and all(_is_int(v) and v >= lo for v in value):
+        if (
+            isinstance(value, list)
+            and min_len <= len(value) <= max_len
+            and all(_is_int(v) and lo <= v <= hi for v in value)
+        ):
             return None
-        return f"a list of {min_len} to {max_len} integers >= {lo}"
+        return f"a list of {min_len} to {max_len} integers >= {lo}" + (
+            f" and <= {hi}" if isinstance(value, list) and any(_is_int(v) and v > hi for v in value) else ""
+        )
 
     return check
 
@@ -132,15 +153,23 @@ def batch_limit(zero_ok: bool = False) -> Check:
     """Lightning's limit: a float is a fraction of the batches, an int a count."""
 
     def check(value: Any) -> str | None:
-        if _is_int(value) and value >= (0 if zero_ok else 1):
+        if _is_int(value) and (0 if zero_ok else 1) <= value <= MAX_COUNT:
             return None
         if isinstance(value, float) and (0.0 <= value if zero_ok else 0.0 < value) and value <= 1.0:
             return None
         low = "[0.0, 1.0]" if zero_ok else "(0.0, 1.0]"
         count = "an integer >= 0" if zero_ok else "a positive integer"
-        return f"a fraction in {low} (write 1.0, not 1, for all batches) or {count} count of batches"
+        at_most = f" (at most {MAX_COUNT})" if _is_int(value) and value > MAX_COUNT else ""
+        return f"a fraction in {low} (write 1.0, not 1, for all batches) or {count} count of batches{at_most}"
 
     return check
+
+
+def off_or_number(value: Any) -> str | None:
+    """A threshold: false (off) or a finite number."""
+    if value is False or (_is_number(value) and math.isfinite(value)):
+        return None
+    return "false (off) or a finite number"
 
 
 def hook_list(value: Any) -> str | None:
@@ -152,7 +181,7 @@ def hook_list(value: Any) -> str | None:
             return (
                 "hook names from: "
                 + ", ".join(HOOKS)
-                + f'|"{unknown[0]}" is not one; {_did_you_mean(unknown[0], HOOKS)}'.rstrip("; ")
+                + f"|{_as_toml(unknown[0])} is not one; {_did_you_mean(unknown[0], HOOKS)}".rstrip("; ")
             )
         return "each hook listed once"
     return "a list of hook names: " + ", ".join(HOOKS)
@@ -195,8 +224,10 @@ SCHEMA: dict[str, Section] = {
     "model": Section(
         {
             "arch": Key(choice("mlp", "cnn"), "mlp", '"mlp" | "cnn"'),
-            "hidden_sizes": Key(int_list(1, 0, 8), [128], "mlp: widths of the hidden layers"),
-            "channels": Key(int_list(1, 1, 4), [32, 64], "cnn: channels of the conv blocks (each halves the image)"),
+            "hidden_sizes": Key(int_list(1, 0, 8, hi=65536), [128], "mlp: widths of the hidden layers"),
+            "channels": Key(
+                int_list(1, 1, 4, hi=4096), [32, 64], "cnn: channels of the conv blocks (each halves the image)"
+            ),
             "dropout": Key(number(0.0, 1.0, hi_open=True), 0.1, "dropout probability; 0 for none"),
         }
     ),
@@ -206,25 +237,32 @@ SCHEMA: dict[str, Section] = {
                 choice("mnist", "synthetic"), "mnist", '"mnist" | "synthetic" (MNIST-shaped random data, no files)'
             ),
             "batch_size": Key(integer(1), 64, "per process"),
-            "num_workers": Key(integer(0), 0, "data loading processes; the data sits in memory, so 0 is fastest"),
+            "num_workers": Key(integer(0, 256), 0, "data loading processes; the data sits in memory, so 0 is fastest"),
             "val_fraction": Key(
                 number(0.0, 1.0, hi_open=True), 0.1, "share of the training set held out for validation"
             ),
             "val_size": Key(integer(0), 0, "a fixed number of validation samples instead (0: use val_fraction)"),
-            "synthetic_samples": Key(integer(10), 12000, "synthetic: training + validation samples"),
+            "synthetic_samples": Key(integer(10, 10**7), 12000, "synthetic: training + validation samples"),
         }
     ),
     "optim": Section(
         {
             "optimizer": Key(choice("adam", "adamw", "sgd"), "adamw", '"adam" | "adamw" | "sgd"'),
-            "lr": Key(number(0.0), 1e-3, "the learning rate (the peak, with a schedule)"),
+            "lr": Key(positive, 1e-3, "the learning rate (the peak, with a schedule)"),
             "weight_decay": Key(number(0.0), 0.01, "decoupled for adamw; an L2 penalty for adam and sgd"),
             "momentum": Key(number(0.0, 1.0, hi_open=True), 0.9, "sgd only"),
             "scheduler": Key(
                 choice("none", "cosine", "step", "plateau"), "cosine", '"none" | "cosine" | "step" | "plateau"'
             ),
-            "warmup_steps": Key(integer(0), 0, "linear warm-up, in optimizer steps (not with plateau)"),
-            "step_size": Key(integer(1), 1000, "step: multiply the lr by gamma every step_size optimizer steps"),
+            "scheduler_interval": Key(
+                choice("step", "epoch"),
+                "step",
+                '"step": the schedule counts optimizer steps; "epoch": epochs, as Lightning does by default',
+            ),
+            "warmup_steps": Key(
+                integer(0), 0, "linear warm-up, in schedule steps (see scheduler_interval; not with plateau)"
+            ),
+            "step_size": Key(integer(1), 1000, "step: multiply the lr by gamma every step_size schedule steps"),
             "gamma": Key(number(0.0, 1.0), 0.1, "step and plateau: the factor"),
             "plateau_patience": Key(integer(0), 2, "plateau: validations without improvement before the lr drops"),
             "monitor": Key(METRIC, "val_loss", "plateau: the metric watched"),
@@ -235,8 +273,14 @@ SCHEMA: dict[str, Section] = {
         {
             "max_epochs": Key(integer(1, also=(-1,)), 10, "-1: no limit (then set max_steps)"),
             "max_steps": Key(integer(1, also=(-1,)), -1, "optimizer steps; -1: no limit"),
-            "min_epochs": Key(integer(0), 0, "early stopping waits at least this long"),
-            "precision": Key(choice("32", "16-mixed", "bf16-mixed"), "32", '"32" | "16-mixed" | "bf16-mixed"'),
+            "min_epochs": Key(integer(0), 0, "early stopping waits for at least this many completed epochs"),
+            "min_steps": Key(integer(0), 0, "and for at least this many optimizer steps"),
+            "precision": Key(
+                choice("32", "16-mixed", "bf16-mixed"),
+                "32",
+                '"32" | "16-mixed" | "bf16-mixed" (16-mixed needs a GPU: on the CPU it runs as bf16-mixed)',
+            ),
+            "tf32": Key(boolean, True, "TF32 matmuls on Ampere+ GPUs: faster, slightly less precise float32"),
             "accumulate_grad_batches": Key(integer(1), 1, "batches per optimizer step"),
             "gradient_clip_val": Key(number(0.0), 0.0, "clip the gradient norm to this; 0: off"),
             "limit_train_batches": Key(batch_limit(), 1.0, "a float is a fraction of the batches, an int a count"),
@@ -246,8 +290,10 @@ SCHEMA: dict[str, Section] = {
                 batch_limit(), 1.0, "validate every fraction of an epoch (float) or every N batches (int)"
             ),
             "check_val_every_n_epoch": Key(integer(1), 1, "validate in every Nth epoch only"),
-            "num_sanity_val_steps": Key(integer(0), 2, "validation batches run before training, to fail fast"),
-            "seed": Key(integer(0), 42, "seeds the weights, the data split and order, and random layers"),
+            "num_sanity_val_steps": Key(
+                integer(0, also=(-1,)), 2, "validation batches run before training, to fail fast; -1: all"
+            ),
+            "seed": Key(integer(0, 2**32 - 1), 42, "seeds the weights, the data split and order, and random layers"),
             "nonfinite_loss": Key(
                 choice("stop", "skip", "off"), "stop", '"stop" | "skip" (the optimizer step) | "off"'
             ),
@@ -263,6 +309,12 @@ SCHEMA: dict[str, Section] = {
             "mode": Key(MODE, "min", "min: lower is better; max: higher is better"),
             "patience": Key(integer(1), 3, "validations without improvement before stopping"),
             "min_delta": Key(number(0.0), 0.0, "the smallest change that counts as improvement"),
+            "stopping_threshold": Key(
+                off_or_number, False, "stop as soon as the metric is better than this (e.g. 0.01); false: off"
+            ),
+            "divergence_threshold": Key(
+                off_or_number, False, "stop as soon as the metric is worse than this (e.g. 10.0); false: off"
+            ),
         }
     ),
     "checkpoint": Section(
@@ -284,8 +336,8 @@ SCHEMA: dict[str, Section] = {
     ),
     "cluster": Section(
         {
-            "gpus": Key(integer(0), 1, "GPUs per node; more than 1 (or more nodes) emits DDP"),
-            "nodes": Key(integer(1), 1, "machines"),
+            "gpus": Key(integer(0, 1024), 1, "GPUs per node; more than 1 (or more nodes) emits DDP"),
+            "nodes": Key(integer(1, 100000), 1, "machines"),
         }
     ),
     "cluster.slurm": Section(
@@ -299,7 +351,7 @@ SCHEMA: dict[str, Section] = {
                 "04:00:00",
                 "the job's time limit",
             ),
-            "cpus_per_task": Key(integer(1), 8, "CPUs for each node's task (all its GPU processes)"),
+            "cpus_per_task": Key(integer(1, 4096), 8, "CPUs for each node's task (all its GPU processes)"),
             "requeue_signal": Key(
                 choice("USR1", "USR2"), "USR2", "sent before the time limit: checkpoint, then requeue"
             ),
@@ -329,34 +381,79 @@ class Spec:
         return self.values[section]
 
 
+SHOWN_LENGTH = 60  # values and keys in messages are cut short after this many characters
+HINTED_PROBLEMS = 100  # unknown names past this many problems get no did-you-mean (difflib is slow)
+
+
 def _did_you_mean(word: str, options: Any) -> str:
+    if len(word) > SHOWN_LENGTH:  # too long to be a typo, and difflib is slow on long words
+        return ""
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f'did you mean "{close[0]}"?' if close else ""
 
 
-def _as_toml(value: Any) -> str:
-    """A value as it would be written in TOML (what the user wrote, near enough)."""
-    return "a table" if isinstance(value, dict) else tomlkit.item(value).as_string()
+def _as_toml(value: Any, budget: int = SHOWN_LENGTH) -> str:
+    """A value as it would be written in TOML (what the user wrote, near enough), cut short when long."""
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        parts: list[str] = []
+        for item in value:
+            used = sum(len(part) + 2 for part in parts)
+            if used >= budget:
+                parts.append("...")
+                break
+            parts.append(_as_toml(item, budget - used))
+        return "[" + ", ".join(parts) + "]"
+    if isinstance(value, str) and len(value) > budget:
+        return tomlkit.item(value[:budget]).as_string() + "..."
+    return tomlkit.item(value).as_string()
 
 
-def _line_of(text: str, section: str, key: str) -> int | None:
-    """Best-effort line number of `key` inside `[section]` (None when it can't be told)."""
-    header = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\s\"-]+?)\s*\]\s*(#.*)?$")
-    current = ""
-    for number, line in enumerate(text.splitlines(), start=1):
-        match = header.match(line)
-        if match:
-            current = re.sub(r"\s+", "", match.group(1))
-            if key == "" and current == section:
-                return number
+BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _shown_key(key: str) -> str:
+    """A key from the spec as TOML writes it: bare when it can be, else quoted (and cut short)."""
+    return key if len(key) <= SHOWN_LENGTH and BARE_KEY.fullmatch(key) else _as_toml(key)
+
+
+def _dotted(key: str) -> str:
+    """A TOML key or table name as written (`"cluster" . slurm`) -> its dotted path (`cluster.slurm`)."""
+    return ".".join(part.strip().strip("\"'") for part in key.split("."))
+
+
+def _line_index(text: str) -> dict[tuple[str, str], int]:
+    """The first line of each (table, key) and, with key "", of each [table] header: best effort, in one pass."""
+    index: dict[tuple[str, str], int] = {}
+    table = ""
+    for number, line in enumerate(text.split("\n"), start=1):
+        stripped = line.strip()
+        if stripped.startswith("[") and not stripped.startswith("[["):
+            table = _dotted(stripped[1:].partition("]")[0])
+            index.setdefault((table, ""), number)
             continue
-        if current == section and key and re.match(rf"^\s*{re.escape(key)}\s*=", line):
-            return number
+        key, equals, _ = stripped.partition("=")
+        if equals:
+            index.setdefault((table, _dotted(key)), number)
+    return index
+
+
+def _line_of(index: dict[tuple[str, str], int], section: str, key: str) -> int | None:
+    """The line of `key` in `[section]`, also when written as a dotted key in a table above it (None: unknown)."""
+    parts = section.split(".")
+    for split in range(len(parts), -1, -1):
+        table, prefix = ".".join(parts[:split]), ".".join(parts[split:])
+        dotted = ".".join(p for p in (prefix, key) if p)
+        if (table, dotted) in index:
+            return index[(table, dotted)]
     return None
 
 
 def parse(text: str, file: str = SPEC_FILE) -> Spec:
     """Parse and validate spec text; raise SpecError listing every problem."""
+    if text.startswith("\ufeff"):
+        raise SpecError([Problem(file, "", "starts with a byte order mark (BOM): save it as UTF-8 without one", 1)])
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -364,12 +461,15 @@ def parse(text: str, file: str = SPEC_FILE) -> Spec:
         raise SpecError(
             [Problem(file, "", f"not valid TOML: {error}", int(match.group(1)) if match else None)]
         ) from None
+    except RecursionError:
+        raise SpecError([Problem(file, "", "arrays or tables nested too deeply to be read")]) from None
 
     problems: list[Problem] = []
+    lines = _line_index(text)
 
     def problem(section: str, key: str, message: str) -> None:
-        path = f"{section}.{key}" if key else section
-        problems.append(Problem(file, path, message, _line_of(text, section, key)))
+        path = ".".join(name if name in SCHEMA else _shown_key(name) for name in (section, key) if name)
+        problems.append(Problem(file, path, message, _line_of(lines, section, key)))
 
     values: dict[str, dict[str, Any]] = {}
     for name, section in SCHEMA.items():
@@ -389,17 +489,17 @@ def parse(text: str, file: str = SPEC_FILE) -> Spec:
         subsections = [s.split(".", 1)[1] for s in SCHEMA if s.startswith(name + ".")]
         for key in table:
             if key not in section.keys and key not in subsections:
-                hint = _did_you_mean(key, [*section.keys, *subsections])
+                hint = _did_you_mean(key, [*section.keys, *subsections]) if len(problems) < HINTED_PROBLEMS else ""
                 problem(name, key, f"unknown key ({hint})" if hint else "unknown key")
     top_level = [name for name in SCHEMA if "." not in name]
     for name in document:
         if name not in top_level:
-            hint = _did_you_mean(name, top_level)
+            hint = _did_you_mean(name, top_level) if len(problems) < HINTED_PROBLEMS else ""
             problem(name, "", f"unknown section{f' ({hint})' if hint else ''}; sections: " + ", ".join(top_level))
 
     if not problems:
         problems += [
-            Problem(file, key, message, _line_of(text, *key.rsplit(".", 1))) for key, message in _cross_checks(values)
+            Problem(file, key, message, _line_of(lines, *key.rsplit(".", 1))) for key, message in _cross_checks(values)
         ]
     if problems:
         raise SpecError(sorted(problems, key=lambda p: (p.line is None, p.line or 0)))
@@ -453,11 +553,62 @@ def _cross_checks(v: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     for hook, (available, what) in hook_needs.items():
         if hook in hooks and not available:
             out.append(("hooks.emit", f"{hook} is never called without {what}"))
+    out += _batch_count_checks(v)
     if v["debug"]["overfit_batches"] and trainer["limit_train_batches"] != 1.0:
         out.append(
             (
                 "debug.overfit_batches",
                 "overfit_batches sets the training batches itself: leave limit_train_batches at 1.0",
+            )
+        )
+    return out
+
+
+# Samples in each dataset: (training + validation, test).
+DATASET_SIZES = {
+    "mnist": lambda data: (60000, 10000),
+    "synthetic": lambda data: (data["synthetic_samples"], data["synthetic_samples"] // 6),
+}
+
+
+def _batch_count_checks(v: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """Limits that select no batch at all, and a validation interval longer than an epoch, as train.py would find
+    them at start-up for this spec's dataset and number of processes."""
+    data, trainer, cluster = v["data"], v["trainer"], v["cluster"]
+    if v["debug"]["overfit_batches"]:
+        return []
+    total, test = DATASET_SIZES[data["dataset"]](data)
+    held_out = data["val_size"] or int(total * data["val_fraction"])
+    if held_out >= total:
+        return [("data.val_size", f"expected fewer than the {total} samples of the {data['dataset']} training set")]
+    distributed = cluster["gpus"] > 1 or cluster["nodes"] > 1 or v["cluster.slurm"]["enabled"]
+    processes = max(1, cluster["gpus"]) * cluster["nodes"] if distributed else 1
+    per_process = {
+        "train": math.ceil(math.ceil((total - held_out) / processes) / data["batch_size"]),
+        "val": math.ceil(math.ceil(held_out / processes) / data["batch_size"]),
+        "test": math.ceil(math.ceil(test / processes) / data["batch_size"]),
+    }
+    out = []
+    if held_out == 0 and trainer["limit_val_batches"] != 0:
+        out.append(
+            ("data.val_fraction", "holds out no validation sample: raise it, or set trainer.limit_val_batches = 0")
+        )
+    for split, batches in per_process.items():
+        limit = trainer[f"limit_{split}_batches"]
+        if batches and isinstance(limit, float) and limit > 0 and int(limit * batches) == 0:
+            smallest = math.ceil(1e4 / batches) / 1e4
+            out.append(
+                (
+                    f"trainer.limit_{split}_batches",
+                    f"{limit} of the {batches} {split} batches per process is none: use at least {smallest}",
+                )
+            )
+    interval = trainer["val_check_interval"]
+    if isinstance(interval, int) and interval > per_process["train"]:
+        out.append(
+            (
+                "trainer.val_check_interval",
+                f"expected at most the {per_process['train']} training batches of an epoch (per process)",
             )
         )
     return out
@@ -479,19 +630,37 @@ def default_text(name: str) -> str:
 
 
 def with_values(text: str, updates: dict[str, Any]) -> str:
-    """Set dotted keys (`cluster.gpus`) in spec text, keeping its comments and layout."""
-    document = tomlkit.parse(text)
-    for dotted, value in updates.items():
-        *sections, key = dotted.split(".")
-        table: Any = document
-        for part in sections:
-            if part not in table:
-                table[part] = tomlkit.table()
-            table = table[part]
-        table[key] = value
-    return tomlkit.dumps(document)
+    """Set dotted keys (`cluster.gpus`) in spec text, keeping its comments and layout (and inline tables).
+
+    ValueError when the text is not TOML, or holds something else where a key's table should be.
+    """
+    try:
+        document = tomlkit.parse(text)
+        for dotted, value in updates.items():
+            *sections, key = dotted.split(".")
+            table: Any = document
+            for part in sections:
+                if part not in table:
+                    inline = isinstance(table, tomlkit.items.InlineTable)
+                    table[part] = tomlkit.inline_table() if inline else tomlkit.table()
+                table = table[part]
+            table[key] = value
+        return tomlkit.dumps(document)
+    except (ValueError, TypeError, KeyError) as error:  # tomlkit's ParseError is a ValueError
+        raise ValueError(str(error)) from None
+
+
+def read(path: Path) -> str:
+    """The text of a spec file: SpecError if it is not UTF-8, OSError if it cannot be read."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        message = f"not UTF-8 text (byte {data[error.start]:#04x}): save it as UTF-8"
+        raise SpecError([Problem(str(path), "", message, line)]) from None
 
 
 def load(path: Path) -> Spec:
     """Read and validate a spec file."""
-    return parse(path.read_text(encoding="utf-8"), file=str(path))
+    return parse(read(path), file=str(path))

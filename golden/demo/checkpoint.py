@@ -4,17 +4,22 @@ last.pt is replaced atomically and the one before it stays as last.prev.pt, so a
 any moment, even in the middle of a write, leaves a checkpoint that loads.
 """
 
+import math
 import os
-import pickle
 import random
+import re
 import sys
+import warnings
 from pathlib import Path
 
 import torch
 
 REQUIRED_KEYS = ("model", "optimizer", "epoch", "global_step", "batch_in_epoch", "rng")
-# What loading a missing, truncated, corrupt or foreign file raises.
-LOAD_ERRORS = (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError)
+# What torch.load raises on a damaged or foreign file: almost anything, as its unpickler parses the bytes
+# (OSError, EOFError, RuntimeError, ValueError, IndexError, KeyError, struct.error, AssertionError, ...).
+LOAD_ERRORS = (Exception,)
+# torch warns about the pickle protocol of some files before refusing them; the refusal says enough.
+warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
 
 
 def save(state: dict, path: Path) -> None:
@@ -49,19 +54,62 @@ def load(path: Path) -> dict:
     return state
 
 
+def rank(top_k: list[tuple[float, str]], score: float, name: str, k: int, mode: str) -> tuple[list, str | None] | None:
+    """Lightning's top-k: (the new best-first list, the file it drops) if `name` enters the k best, else None.
+
+    A NaN score ranks last. A score only equal to the k-th does not enter, and of equal worst scores the
+    earliest is dropped, as Lightning's ModelCheckpoint does; file names play no part in the order.
+    """
+    sign = 1 if mode == "min" else -1
+    score = sign * math.inf if math.isnan(score) else score
+    if 0 <= k <= len(top_k) and not sign * score < sign * top_k[-1][0]:
+        return None
+    ranked = sorted([*top_k, (score, name)], key=lambda entry: sign * entry[0])  # stable: the earlier first
+    if not 0 < k < len(ranked):
+        return ranked, None
+    earliest_worst = next(i for i, (other, _) in enumerate(ranked) if other == ranked[-1][0])
+    return ranked, ranked.pop(earliest_worst)[1]
+
+
+def why(error: Exception) -> str:
+    """Why a file did not load, in one line. torch's messages run to paragraphs, and for a file that
+    weights_only=True refuses they suggest weights_only=False, which would run any code the file holds."""
+    if isinstance(error, EOFError):
+        return "empty or cut short"
+    if isinstance(error, OSError | RuntimeError) or type(error) is ValueError:  # no such file; a broken zip; not ours
+        return str(error).split("\n")[0].split(". ")[0]
+    return "not a checkpoint train.py wrote: damaged, or it pickles Python objects, which could run code"
+
+
+def step_in_name(path: Path) -> int:
+    """The optimizer step in a name like epoch=9-step=4690.pt, or -1. Names sort as text (step=10 < step=9)."""
+    match = re.search(r"step=(\d+)", path.name)
+    return int(match[1]) if match else -1
+
+
 def find(resume: str, ckpt_dir: Path) -> tuple[dict, Path] | None:
-    """The checkpoint to resume from: the file `resume`, or for "last" the newest one in ckpt_dir that loads."""
+    """The checkpoint to resume from: the file `resume`, or for "last" the newest one in ckpt_dir that loads:
+    last.pt, else the last.pt before it, else the other checkpoints (top-k), highest step first."""
     if resume != "last":
         try:
             return load(Path(resume)), Path(resume)
         except LOAD_ERRORS as error:
-            raise SystemExit(f"--resume {resume}: cannot load it ({error})") from None
-    for path in (ckpt_dir / "last.pt", ckpt_dir / "last.prev.pt"):
-        if path.exists():
-            try:
-                return load(path), path
-            except LOAD_ERRORS as error:
-                print(f"warning: {path} is damaged ({error}); trying the one before it", file=sys.stderr)
+            raise SystemExit(
+                f"--resume {resume}: cannot load it ({why(error)}); pass a checkpoint train.py saved, or --resume last"
+            ) from None
+    last, previous = ckpt_dir / "last.pt", ckpt_dir / "last.prev.pt"
+    others = sorted((p for p in ckpt_dir.glob("*.pt") if p not in (last, previous)), key=step_in_name, reverse=True)
+    damaged = 0
+    for path in (p for p in (last, previous, *others) if p.exists()):
+        try:
+            return load(path), path
+        except LOAD_ERRORS as error:
+            print(f"warning: {path} is damaged ({why(error)}); trying the one before it", file=sys.stderr)
+            damaged += 1
+    if damaged:  # starting afresh would train over them: let a person decide
+        raise SystemExit(
+            f"--resume last: none of the {damaged} checkpoints in {ckpt_dir} loads; move them away to start afresh"
+        )
     return None
 
 

@@ -13,6 +13,7 @@ import itertools
 import math
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import checkpoint
+import flags
 from data import make_datasets, make_loader
 from model import build_model, summary
 from steps import (
@@ -43,13 +45,14 @@ class Config:
     lr: float = 0.001  # the learning rate (the peak, with a schedule)
     max_epochs: int = 10  # -1: no limit (then set max_steps)
     max_steps: int = -1  # optimizer steps; -1: no limit
-    min_epochs: int = 0  # early stopping waits at least this long
+    min_epochs: int = 0  # early stopping waits for at least this many completed epochs
+    min_steps: int = 0  # and for at least this many optimizer steps
     accumulate_grad_batches: int = 4  # batches per optimizer step
     gradient_clip_val: float = 1.0  # clip the gradient norm to this; 0: off
     limit_train_batches: int | float = 1.0  # a float is a fraction of the batches, an int a count
     limit_val_batches: int | float = 1.0  # 0: no validation
     limit_test_batches: int | float = 1.0  # 0: no test pass
-    num_sanity_val_steps: int = 2  # validation batches run before training, to fail fast
+    num_sanity_val_steps: int = 2  # validation batches run before training, to fail fast; -1: all
     seed: int = 42  # seeds the weights, the data split and order, and random layers
     patience: int = 2  # validations without improvement before stopping
     min_delta: float = 0.0  # the smallest change that counts as improvement
@@ -61,43 +64,23 @@ class Config:
 
 
 def parse_args() -> tuple[Config, argparse.Namespace]:
-    """The Config, with a flag for each field, and the options that are not hyperparameters."""
+    """The Config, with a flag for each field (all checked), and the options that are not hyperparameters."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for field in dataclasses.fields(Config):
-        flag = "--" + field.name.replace("_", "-")
-        if field.type is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
-        else:
-            kind = parse_number if field.type == int | float else field.type
-            parser.add_argument(flag, type=kind, default=field.default, help=f"default: {field.default}")
     parser.add_argument("--fast-dev-run", action="store_true", help="one batch of train, val and test; write nothing")
-    parser.add_argument(
-        "--resume", metavar="{PATH,last}", help="continue from a checkpoint, or the last one in --out-dir"
-    )
+    parser.add_argument("--resume", metavar="{PATH,last}", help="a checkpoint to continue from; last: --out-dir's")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    args = parser.parse_args()
-    return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}), args
-
-
-def parse_number(text: str) -> int | float:
-    """'20' is a count of batches, '0.5' a fraction (Lightning's convention)."""
-    return float(text) if any(c in text for c in ".eE") else int(text)
-
-
-def num_batches(limit: float, available: int) -> int:
-    """How many of `available` batches a limit allows: a float is a fraction, an int a count."""
-    return min(limit, available) if isinstance(limit, int) else int(limit * available)
+    return flags.parse(Config, parser)
 
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module, loader, step_fn, max_batches: int, prefix: str, device: torch.device
+    model: torch.nn.Module, loader, step_fn, batches: int, split: str, device: torch.device
 ) -> dict[str, float]:
-    """Average step_fn's metrics over up to max_batches batches, weighting each batch by its size."""
+    """Average step_fn's metrics over the first `batches` batches, weighting each batch by its size."""
     model.eval()
     totals: dict[str, torch.Tensor] = {}
     count = 0
-    for batch in itertools.islice(loader, max_batches):
+    for batch in itertools.islice(loader, batches):
         batch = [t.to(device, non_blocking=True) for t in batch]
         with torch.autocast(device.type, dtype=torch.bfloat16):
             metrics = step_fn(model, batch)
@@ -107,7 +90,7 @@ def evaluate(
     model.train()
     sums = torch.stack([*totals.values(), torch.tensor(float(count), device=device)])
     means = (sums[:-1] / sums[-1]).tolist()  # one host sync for all the metrics
-    return {f"{prefix}_{name}": value for name, value in zip(totals, means)}
+    return {f"{split}_{name}": value for name, value in zip(totals, means)}
 
 
 # Signal handlers only note the signal: the loop checkpoints and stops at the next step boundary
@@ -129,7 +112,7 @@ def main() -> None:
     if use_cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda, but no CUDA device is available")
     device = torch.device("cuda" if use_cuda else "cpu")
-    # TF32 matmuls and convolutions on Ampere and later GPUs: much faster, accurate enough to train.
+    # TF32 matmuls and convolutions on Ampere and later GPUs: faster, slightly less precise ([trainer] tf32).
     torch.backends.cuda.matmul.fp32_precision = "tf32"
     torch.backends.cudnn.conv.fp32_precision = "tf32"
     if args.fast_dev_run:
@@ -144,16 +127,28 @@ def main() -> None:
         )
     write = not args.fast_dev_run  # fast-dev-run writes nothing
     out_dir = Path(cfg.out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    if write:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.remove_temporaries(ckpt_dir)
 
     # Data. The batch order depends only on (seed, epoch), so a run can resume mid-epoch.
     train_set, val_set, test_set = make_datasets(cfg.dataset, cfg.seed)
     train_loader = make_loader(train_set, cfg.batch_size, cfg.seed, device, shuffle=True)
-    n_train = num_batches(cfg.limit_train_batches, len(train_loader))
+    n_train = flags.num_batches(cfg.limit_train_batches, len(train_loader), "limit-train-batches")
     val_loader = make_loader(val_set, cfg.batch_size, cfg.seed, device, shuffle=False)
-    n_val = num_batches(cfg.limit_val_batches, len(val_loader))
+    n_val = flags.num_batches(cfg.limit_val_batches, len(val_loader), "limit-val-batches")
     test_loader = make_loader(test_set, cfg.batch_size, cfg.seed, device, shuffle=False)
-    steps_per_epoch = math.ceil(n_train / cfg.accumulate_grad_batches)
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else cfg.max_epochs * steps_per_epoch
+    found = checkpoint.find(args.resume, ckpt_dir) if args.resume else None
+    # The schedule's length, as Lightning's estimated_stepping_batches: whichever limit ends training first.
+    total_steps = min(
+        n for n in (cfg.max_epochs * math.ceil(n_train / cfg.accumulate_grad_batches), cfg.max_steps) if n > 0
+    )
+    if (
+        found and found[0].get("total_steps", total_steps) != total_steps
+    ):  # new limits, but the schedule keeps its length
+        print(f"note: the resumed schedule keeps its length, {found[0]['total_steps']} steps, not {total_steps}")
+        total_steps = found[0]["total_steps"]
 
     # Model and optimizer.
     torch.manual_seed(cfg.seed)
@@ -165,11 +160,8 @@ def main() -> None:
     # Where training stands: what a checkpoint must hold to continue as if it had never stopped.
     epoch, global_step, batch_in_epoch = 0, 0, 0
     best_score, bad_validations = math.inf, 0  # early stopping on val_loss
+    early_stop = ""  # why early stopping asked to stop; training ends once min_epochs and min_steps are done
     top_k: list[tuple[float, str]] = []  # (score, file name) of the best checkpoints, best first
-    ckpt_dir = out_dir / "checkpoints"
-    if write:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.remove_temporaries(ckpt_dir)
 
     def save_checkpoint(name: str) -> None:
         """Save the whole training state as ckpt_dir/name."""
@@ -177,11 +169,13 @@ def main() -> None:
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
+            "total_steps": total_steps,
             "epoch": epoch,
             "global_step": global_step,
             "batch_in_epoch": batch_in_epoch,
             "best_score": best_score,
             "bad_validations": bad_validations,
+            "early_stop": early_stop,
             "top_k": top_k,
             "rng": checkpoint.gather_rng_states(device),
             "config": dataclasses.asdict(cfg),
@@ -189,32 +183,48 @@ def main() -> None:
         if write:
             checkpoint.save(state, ckpt_dir / name)
 
-    if args.resume:
-        found = checkpoint.find(args.resume, ckpt_dir)
-        if found is None:
-            print(f"--resume last: no checkpoint in {ckpt_dir} yet, starting fresh")
-        else:
-            state, path = found
-            checkpoint.check_compatible(state, model, dataclasses.asdict(cfg), path)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            epoch, global_step, batch_in_epoch = state["epoch"], state["global_step"], state["batch_in_epoch"]
-            best_score, bad_validations = state["best_score"], state["bad_validations"]
-            top_k = [tuple(entry) for entry in state["top_k"]]
-            checkpoint.restore_rng_state(state["rng"], device)
-            print(f"Resumed from {path} at epoch {epoch}, step {global_step}")
-    # purge_step drops what a killed run logged after its last checkpoint, so curves never double back.
-    writer = SummaryWriter(out_dir, purge_step=global_step or None) if write else None
+    stop = ""  # why training ends early; "" while it goes on
+    if args.resume and found is None:
+        print(f"--resume last: no checkpoint in {ckpt_dir} yet, starting fresh")
+    elif found:
+        state, path = found
+        checkpoint.check_compatible(state, model, dataclasses.asdict(cfg), path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        epoch, global_step, batch_in_epoch = state["epoch"], state["global_step"], state["batch_in_epoch"]
+        best_score, bad_validations = state["best_score"], state["bad_validations"]
+        early_stop = state.get("early_stop", "")
+        top_k = [tuple(entry) for entry in state["top_k"]]
+        checkpoint.restore_rng_state(state["rng"], device)
+        print(f"Resumed from {path} at epoch {epoch}, step {global_step}")
+        if batch_in_epoch >= n_train:  # fewer batches an epoch than the checkpoint's run had: that epoch is done
+            on_train_epoch_end(model, epoch)
+            epoch, batch_in_epoch = epoch + 1, 0
+        if (
+            0 < cfg.max_steps <= global_step
+            or 0 < cfg.max_epochs <= epoch
+            or (early_stop and epoch >= cfg.min_epochs and global_step >= cfg.min_steps)
+        ):
+            stop = "finished"
+            print(
+                f"Nothing to train: epoch {epoch}, step {global_step} is past --max-epochs or --max-steps (or early stopping ended the run)"
+            )
+    # purge_step drops what a killed run logged after its last checkpoint (taken after step global_step's logging).
+    writer = SummaryWriter(out_dir, purge_step=global_step + 1 if global_step else None) if write else None
     if cfg.num_sanity_val_steps and global_step == 0:  # a broken validation_step fails now, not hours in
-        evaluate(model, val_loader, validation_step, cfg.num_sanity_val_steps, "val", device)
+        sanity_batches = n_val if cfg.num_sanity_val_steps == -1 else min(cfg.num_sanity_val_steps, n_val)
+        evaluate(model, val_loader, validation_step, sanity_batches, "val", device)
 
     # Train.
-    stop = ""  # why training ends early; "" while it goes on
     last_save = time.monotonic()
-    while epoch != cfg.max_epochs and not stop:  # max_epochs = -1 never matches: no epoch limit
+    # In a terminal a progress bar; in a log file (a batch job's, CI's) a plain line every log_every_n_steps instead.
+    show_bar = cfg.progress_bar and sys.stderr.isatty()
+    plain_progress = cfg.progress_bar and not sys.stderr.isatty()
+    logged_at, logged_step = time.monotonic(), global_step
+    while not stop and (cfg.max_epochs == -1 or epoch < cfg.max_epochs):
         train_loader.sampler.set_epoch(epoch, start=batch_in_epoch)
-        bar = tqdm(total=n_train, initial=batch_in_epoch, desc=f"epoch {epoch}", disable=not cfg.progress_bar)
+        bar = tqdm(total=n_train, initial=batch_in_epoch, desc=f"epoch {epoch}", disable=not show_bar)
         for batch_idx, batch in enumerate(train_loader, start=batch_in_epoch):
             if batch_idx >= n_train:
                 break
@@ -229,17 +239,20 @@ def main() -> None:
                 continue
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.gradient_clip_val)
             optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             global_step += 1
+            optimizer.zero_grad(set_to_none=True)
 
             validate = batch_idx + 1 == n_train
+            # As in Lightning, a stop that min_steps held back ends with a validation at the step it becomes due.
+            validate = validate or bool(early_stop and epoch >= cfg.min_epochs and global_step >= cfg.min_steps)
             periodic = cfg.ckpt_every_n_steps > 0 and global_step % cfg.ckpt_every_n_steps == 0
             # Reading the loss waits for the device: only at logging steps, and before a step that may save
             # a checkpoint (which must never hold weights a non-finite loss has wrecked).
-            if global_step % cfg.log_every_n_steps == 0 or validate or periodic:
+            if global_step % cfg.log_every_n_steps == 0 or validate or periodic or stop_signal is not None:
                 due = cfg.ckpt_every_n_minutes > 0 and time.monotonic() - last_save > 60 * cfg.ckpt_every_n_minutes
                 loss_value = loss.item()
+                periodic = periodic or bool(due)
                 if not math.isfinite(loss_value):
                     print(f"Loss is {loss_value} at step {global_step} (epoch {epoch}, batch {batch_idx}); stopping")
                     stop = "nonfinite"
@@ -247,15 +260,18 @@ def main() -> None:
                     writer.add_scalar("train_loss", loss_value, global_step)
                     writer.add_scalar("lr", optimizer.param_groups[0]["lr"], global_step)
                 bar.set_postfix(loss=f"{loss_value:.4f}")
-                if due and stop != "nonfinite":
-                    save_checkpoint("last.pt")
-                    last_save = time.monotonic()
+                if plain_progress and global_step % cfg.log_every_n_steps == 0:
+                    now = time.monotonic()
+                    rate = (global_step - logged_step) / max(now - logged_at, 1e-9)
+                    lr = optimizer.param_groups[0]["lr"]
+                    print(f"epoch {epoch} step {global_step}: loss {loss_value:.4f}, lr {lr:.3g}, {rate:.2f} it/s")
+                    logged_at, logged_step = now, global_step
             if stop_signal is not None:
-                stop = "signal"
-            if global_step == cfg.max_steps:
-                stop = "max_steps"
+                stop = stop or "signal"  # finish this step's validation, save, then stop
+            if stop == "nonfinite":
+                break  # keep the last good checkpoint
 
-            if validate and stop in ("", "max_steps"):
+            if validate:
                 metrics = evaluate(model, val_loader, validation_step, n_val, "val", device)
                 if writer:
                     for name, value in metrics.items():
@@ -263,44 +279,51 @@ def main() -> None:
                 report = f"step {global_step}: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
                 bar.write(report)
                 on_validation_epoch_end(model, metrics)
-                if metrics["val_loss"] < best_score - cfg.min_delta:
-                    best_score, bad_validations = metrics["val_loss"], 0
+                # As Lightning's EarlyStopping: stop on a non-finite value,
+                # or when `patience` validations in a row bring no improvement.
+                value, reason = metrics["val_loss"], ""
+                if not math.isfinite(value):
+                    reason = f"val_loss is {value}"
+                elif value < best_score - cfg.min_delta:
+                    best_score, bad_validations = value, 0
                 else:
                     bad_validations += 1
-                if bad_validations >= cfg.patience and epoch + 1 >= cfg.min_epochs:
-                    print(
-                        f"Early stopping: val_loss has not improved on {best_score:.4f} in {bad_validations} validations"
-                    )
-                    stop = "early_stopping"
-                score = metrics["val_loss"]
-                if cfg.save_top_k < 0 or len(top_k) < cfg.save_top_k or score < top_k[-1][0]:
-                    name = f"epoch={epoch}-step={global_step}.pt"
-                    save_checkpoint(name)
-                    top_k = sorted([*top_k, (score, name)])
-                    if 0 < cfg.save_top_k < len(top_k):
-                        _, worst = top_k.pop()
-                        if write:
-                            (ckpt_dir / worst).unlink(missing_ok=True)
-            if stop == "nonfinite":
-                break  # keep the last good checkpoint
-            if periodic or stop or validate:
+                    if bad_validations >= cfg.patience:
+                        reason = f"val_loss has not improved on {best_score:.4f} in {bad_validations} validations"
+                if reason and not early_stop:
+                    early_stop = f"Early stopping: {reason} (step {global_step})"
+                    print(early_stop)
+                best_name = f"epoch={epoch}-step={global_step}.pt"
+                new_best = checkpoint.rank(top_k, metrics["val_loss"], best_name, cfg.save_top_k, "min")
+                if new_best:
+                    top_k, dropped = new_best
+            if batch_idx + 1 == n_train:  # the end of the epoch
+                on_train_epoch_end(model, epoch)
+                epoch, batch_in_epoch = epoch + 1, 0
+            # Training is over (not merely interrupted by a signal) at max_steps, or when early stopping may end it.
+            if 0 < cfg.max_steps <= global_step:
+                stop = "max_steps"
+            if early_stop and epoch >= cfg.min_epochs and global_step >= cfg.min_steps:  # epoch counts completed epochs
+                stop = "early_stopping"
+            # Checkpoints are written last, so that resuming from one carries on right after this step.
+            if validate and new_best:
+                save_checkpoint(best_name)
+                if write and dropped:
+                    (ckpt_dir / dropped).unlink(missing_ok=True)
+            if periodic or stop or validate or batch_in_epoch == 0:  # 0: an epoch just ended
                 save_checkpoint("last.pt")
+                last_save = time.monotonic()
             if stop:
                 break
         bar.close()
-        if batch_in_epoch >= n_train:  # done (an epoch stopped midway is finished on resume)
-            on_train_epoch_end(model, epoch)
-            epoch, batch_in_epoch = epoch + 1, 0
 
-    if not stop:
-        save_checkpoint("last.pt")  # the end of training: --resume last with more epochs continues from here
     if stop == "signal":
         raise SystemExit(f"Stopped by a signal at step {global_step}; continue with --resume last")
 
     # Test, with the best checkpoint's weights.
     if top_k and not args.fast_dev_run:
         model.load_state_dict(checkpoint.load(ckpt_dir / top_k[0][1])["model"])
-    n_test = num_batches(cfg.limit_test_batches, len(test_loader))
+    n_test = flags.num_batches(cfg.limit_test_batches, len(test_loader), "limit-test-batches")
     test_metrics = evaluate(model, test_loader, test_step, n_test, "test", device)
     print("Test: " + ", ".join(f"{name} {value:.4f}" for name, value in test_metrics.items()))
     if writer:

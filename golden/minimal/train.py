@@ -13,6 +13,7 @@ import random
 
 import torch
 
+import flags
 from data import make_datasets, make_loader
 from model import build_model
 from steps import configure_optimizers, test_step, training_step, validation_step
@@ -35,40 +36,22 @@ class Config:
 
 
 def parse_args() -> tuple[Config, argparse.Namespace]:
-    """The Config, with a flag for each field, and the options that are not hyperparameters."""
+    """The Config, with a flag for each field (all checked), and the options that are not hyperparameters."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for field in dataclasses.fields(Config):
-        flag = "--" + field.name.replace("_", "-")
-        if field.type is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
-        else:
-            kind = parse_number if field.type == int | float else field.type
-            parser.add_argument(flag, type=kind, default=field.default, help=f"default: {field.default}")
     parser.add_argument("--fast-dev-run", action="store_true", help="one batch of train, val and test; write nothing")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    args = parser.parse_args()
-    return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}), args
-
-
-def parse_number(text: str) -> int | float:
-    """'20' is a count of batches, '0.5' a fraction (Lightning's convention)."""
-    return float(text) if any(c in text for c in ".eE") else int(text)
-
-
-def num_batches(limit: float, available: int) -> int:
-    """How many of `available` batches a limit allows: a float is a fraction, an int a count."""
-    return min(limit, available) if isinstance(limit, int) else int(limit * available)
+    return flags.parse(Config, parser)
 
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module, loader, step_fn, max_batches: int, prefix: str, device: torch.device
+    model: torch.nn.Module, loader, step_fn, batches: int, split: str, device: torch.device
 ) -> dict[str, float]:
-    """Average step_fn's metrics over up to max_batches batches, weighting each batch by its size."""
+    """Average step_fn's metrics over the first `batches` batches, weighting each batch by its size."""
     model.eval()
     totals: dict[str, torch.Tensor] = {}
     count = 0
-    for batch in itertools.islice(loader, max_batches):
+    for batch in itertools.islice(loader, batches):
         batch = [t.to(device, non_blocking=True) for t in batch]
         metrics = step_fn(model, batch)
         for name, value in metrics.items():
@@ -77,7 +60,7 @@ def evaluate(
     model.train()
     sums = torch.stack([*totals.values(), torch.tensor(float(count), device=device)])
     means = (sums[:-1] / sums[-1]).tolist()  # one host sync for all the metrics
-    return {f"{prefix}_{name}": value for name, value in zip(totals, means)}
+    return {f"{split}_{name}": value for name, value in zip(totals, means)}
 
 
 def main() -> None:
@@ -86,7 +69,7 @@ def main() -> None:
     if use_cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda, but no CUDA device is available")
     device = torch.device("cuda" if use_cuda else "cpu")
-    # TF32 matmuls and convolutions on Ampere and later GPUs: much faster, accurate enough to train.
+    # TF32 matmuls and convolutions on Ampere and later GPUs: faster, slightly less precise ([trainer] tf32).
     torch.backends.cuda.matmul.fp32_precision = "tf32"
     torch.backends.cudnn.conv.fp32_precision = "tf32"
     if args.fast_dev_run:
@@ -97,9 +80,9 @@ def main() -> None:
     # Data.
     train_set, val_set, test_set = make_datasets(cfg.dataset, cfg.seed)
     train_loader = make_loader(train_set, cfg.batch_size, cfg.seed, device, shuffle=True)
-    n_train = num_batches(cfg.limit_train_batches, len(train_loader))
+    n_train = flags.num_batches(cfg.limit_train_batches, len(train_loader), "limit-train-batches")
     val_loader = make_loader(val_set, cfg.batch_size, cfg.seed, device, shuffle=False)
-    n_val = num_batches(cfg.limit_val_batches, len(val_loader))
+    n_val = flags.num_batches(cfg.limit_val_batches, len(val_loader), "limit-val-batches")
     test_loader = make_loader(test_set, cfg.batch_size, cfg.seed, device, shuffle=False)
 
     # Model and optimizer.
@@ -110,10 +93,10 @@ def main() -> None:
 
     # Where training stands.
     epoch, global_step = 0, 0
+    stop = ""  # why training ends early; "" while it goes on
 
     # Train.
-    stop = ""  # why training ends early; "" while it goes on
-    while epoch != cfg.max_epochs and not stop:  # max_epochs = -1 never matches: no epoch limit
+    while not stop and (cfg.max_epochs == -1 or epoch < cfg.max_epochs):
         train_loader.sampler.set_epoch(epoch)
         for batch_idx, batch in enumerate(train_loader):
             if batch_idx >= n_train:
@@ -122,27 +105,28 @@ def main() -> None:
             loss = training_step(model, batch)
             loss.backward()
             optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
             global_step += 1
+            optimizer.zero_grad(set_to_none=True)
 
+            validate = batch_idx + 1 == n_train
             if global_step % cfg.log_every_n_steps == 0:
                 # Reading the loss waits for the device: only at logging steps.
                 loss_value = loss.item()
                 print(f"step {global_step}: loss {loss_value:.4f}")
-            if global_step == cfg.max_steps:
-                stop = "max_steps"
 
-            validate = batch_idx + 1 == n_train
             if validate:
                 metrics = evaluate(model, val_loader, validation_step, n_val, "val", device)
                 report = f"step {global_step}: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
                 print(report)
+            if batch_idx + 1 == n_train:  # the end of the epoch
+                epoch = epoch + 1
+            if 0 < cfg.max_steps <= global_step:
+                stop = "max_steps"
             if stop:
                 break
-        epoch += 1
 
     # Test.
-    n_test = num_batches(cfg.limit_test_batches, len(test_loader))
+    n_test = flags.num_batches(cfg.limit_test_batches, len(test_loader), "limit-test-batches")
     test_metrics = evaluate(model, test_loader, test_step, n_test, "test", device)
     print("Test: " + ", ".join(f"{name} {value:.4f}" for name, value in test_metrics.items()))
 

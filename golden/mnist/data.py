@@ -6,9 +6,12 @@ per-sample Dataset and collate would cost a Python call per sample.
 
 import gzip
 import hashlib
+import http.client
 import math
 import struct
+import sys
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +30,7 @@ MNIST_MD5 = {  # of the gzipped files the mirrors serve
     "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
 }
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+DOWNLOAD_TIMEOUT = 5  # seconds a mirror may take to accept a connection or to send the next bytes
 SYNTHETIC_SAMPLES = 12000  # training + validation; the test set is a sixth as large
 VAL_FRACTION = 0.1  # of the training set, held out for validation
 
@@ -37,22 +41,33 @@ def find_mnist_file(data_dir: Path, name: str) -> Path | None:
 
 
 def download_mnist(data_dir: Path) -> None:
-    """Download the MNIST files missing from data_dir, checking each against its MD5."""
+    """Download the MNIST files missing from data_dir, checking each against its MD5.
+
+    A mirror that fails once is not tried again: offline, or behind a proxy that never answers, the
+    download gives up after one short timeout per mirror instead of one per file and mirror.
+    """
     missing = [name for name in MNIST_MD5 if find_mnist_file(data_dir, name) is None]
-    failed = []
+    failed, down = [], set()
     for name in missing:
         for mirror in MNIST_MIRRORS:
-            try:
-                with urllib.request.urlopen(f"{mirror}{name}.gz", timeout=30) as response:
-                    payload = response.read()
-            except OSError:
+            if mirror in down:
                 continue
-            if hashlib.md5(payload).hexdigest() == MNIST_MD5[name]:
-                data_dir.mkdir(parents=True, exist_ok=True)
-                partial = data_dir / f"{name}.gz.part"
-                partial.write_bytes(payload)
-                partial.replace(data_dir / f"{name}.gz")
-                break
+            print(f"Downloading {name}.gz from {mirror}", flush=True)
+            try:
+                with urllib.request.urlopen(f"{mirror}{name}.gz", timeout=DOWNLOAD_TIMEOUT) as response:
+                    payload = response.read()
+            except (OSError, http.client.HTTPException) as error:
+                problem = getattr(error, "reason", error)
+            else:
+                if hashlib.md5(payload).hexdigest() == MNIST_MD5[name]:
+                    data_dir.mkdir(parents=True, exist_ok=True)
+                    partial = data_dir / f"{name}.gz.part"
+                    partial.write_bytes(payload)
+                    partial.replace(data_dir / f"{name}.gz")
+                    break
+                problem = "the file fails its MD5 check"
+            print(f"warning: {mirror} failed ({problem}); not trying it again", file=sys.stderr)
+            down.add(mirror)
         else:
             failed.append(name)
     if failed:
@@ -63,17 +78,30 @@ def download_mnist(data_dir: Path) -> None:
         )
 
 
+def damaged(path: Path, problem: str) -> SystemExit:
+    """The error for a data file that cannot be used: which file, what is wrong, what to do."""
+    return SystemExit(f"{path} is damaged: {problem}. Delete it and run again to download it afresh.")
+
+
 def read_idx(path: Path) -> torch.Tensor:
     """Read an IDX file (MNIST's format: 2 zero bytes, a type byte, the rank, big-endian sizes, raw data)."""
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    raw = path.read_bytes()
+    if path.suffix == ".gz" and raw:
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as error:  # not gzip data, cut short, or corrupt
+            raise damaged(path, f"it is not a whole gzip file ({error})") from None
+    if not raw:
+        raise damaged(path, "it is empty")
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
-        raise SystemExit(f"{path} is not an IDX file of unsigned bytes")
-    shape = struct.unpack(f">{raw[3]}I", raw[4 : 4 + 4 * raw[3]])
-    data = raw[4 + 4 * raw[3] :]
+        raise damaged(path, "it is not an IDX file of unsigned bytes")
+    rank = raw[3]
+    if len(raw) < 4 + 4 * rank:
+        raise damaged(path, f"its header is cut short ({len(raw)} bytes, where rank {rank} needs {4 + 4 * rank})")
+    shape = struct.unpack(f">{rank}I", raw[4 : 4 + 4 * rank])
+    data = raw[4 + 4 * rank :]
     if len(data) != math.prod(shape):
-        raise SystemExit(
-            f"{path} is damaged: {len(data)} bytes of data for shape {shape}; delete it to download it again"
-        )
+        raise damaged(path, f"{len(data)} bytes of data for shape {shape}")
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(shape)
 
 
@@ -85,8 +113,24 @@ def load_mnist(data_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     }
     if None in paths.values():
         raise SystemExit(f"MNIST's {split} files are not in {data_dir.resolve()}/ (download_mnist fetches them)")
-    images = read_idx(paths["images"]).float().div_(255).sub_(MNIST_MEAN).div_(MNIST_STD).unsqueeze(1)
-    return images, read_idx(paths["labels"]).long()
+    images, labels = read_idx(paths["images"]), read_idx(paths["labels"])
+    # A valid IDX file can still be the wrong one: check what the model and the loss expect.
+    if images.shape[1:] != (28, 28):
+        raise damaged(
+            paths["images"],
+            f"images of shape {tuple(images.shape)}, where MNIST's are N x 28 x 28 (as model.py expects)",
+        )
+    if labels.dim() != 1:
+        raise damaged(paths["labels"], f"labels of shape {tuple(labels.shape)}, where MNIST's are one number per image")
+    if (labels > 9).any():
+        raise damaged(paths["labels"], f"label {int(labels.max())} where MNIST's labels are 0 to 9")
+    if len(images) != len(labels):  # never train on a subset silently
+        raise SystemExit(
+            f"{paths['images']} holds {len(images)} images but {paths['labels']} holds {len(labels)} labels. "
+            "Delete both and run again to download them afresh."
+        )
+    images = images.float().div_(255).sub_(MNIST_MEAN).div_(MNIST_STD).unsqueeze(1)
+    return images, labels.long()
 
 
 def synthetic(num_samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

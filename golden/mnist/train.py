@@ -12,9 +12,9 @@ import argparse
 import dataclasses
 import itertools
 import math
-import os
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -25,7 +25,9 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import checkpoint
+import flags
 from data import download_mnist, make_datasets, make_loader
+from distributed import leave_process_group, print0, setup
 from model import build_model, summary
 from steps import configure_optimizers, test_step, training_step, validation_step
 
@@ -44,7 +46,7 @@ class Config:
     limit_train_batches: int | float = 1.0  # a float is a fraction of the batches, an int a count
     limit_val_batches: int | float = 1.0  # 0: no validation
     limit_test_batches: int | float = 1.0  # 0: no test pass
-    num_sanity_val_steps: int = 2  # validation batches run before training, to fail fast
+    num_sanity_val_steps: int = 2  # validation batches run before training, to fail fast; -1: all
     seed: int = 42  # seeds the weights, the data split and order, and random layers
     save_top_k: int = 1  # keep the k best by monitor; 0: none; -1: all
     ckpt_every_n_steps: int = 0  # also write last.pt every N optimizer steps; 0: off
@@ -54,66 +56,23 @@ class Config:
 
 
 def parse_args() -> tuple[Config, argparse.Namespace]:
-    """The Config, with a flag for each field, and the options that are not hyperparameters."""
+    """The Config, with a flag for each field (all checked), and the options that are not hyperparameters."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for field in dataclasses.fields(Config):
-        flag = "--" + field.name.replace("_", "-")
-        if field.type is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
-        else:
-            kind = parse_number if field.type == int | float else field.type
-            parser.add_argument(flag, type=kind, default=field.default, help=f"default: {field.default}")
     parser.add_argument("--fast-dev-run", action="store_true", help="one batch of train, val and test; write nothing")
-    parser.add_argument(
-        "--resume", metavar="{PATH,last}", help="continue from a checkpoint, or the last one in --out-dir"
-    )
+    parser.add_argument("--resume", metavar="{PATH,last}", help="a checkpoint to continue from; last: --out-dir's")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    args = parser.parse_args()
-    return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}), args
-
-
-def parse_number(text: str) -> int | float:
-    """'20' is a count of batches, '0.5' a fraction (Lightning's convention)."""
-    return float(text) if any(c in text for c in ".eE") else int(text)
-
-
-def num_batches(limit: float, available: int) -> int:
-    """How many of `available` batches a limit allows: a float is a fraction, an int a count."""
-    return min(limit, available) if isinstance(limit, int) else int(limit * available)
-
-
-def setup(device: str) -> tuple[int, int, torch.device]:
-    """Join the process group if torchrun started us; return (rank, world size, this process's device)."""
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise SystemExit("--device cuda, but no CUDA device is available")
-    if "RANK" not in os.environ:  # plain `python train.py`: a single process
-        return 0, 1, torch.device("cuda" if use_cuda else "cpu")
-    rank, world_size, local_rank = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-    if use_cuda:
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
-        return rank, world_size, device
-    dist.init_process_group("gloo")
-    return rank, world_size, torch.device("cpu")
-
-
-def print0(*args: object) -> None:
-    """print, on rank 0 only."""
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(*args)
+    return flags.parse(Config, parser)
 
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module, loader, step_fn, max_batches: int, prefix: str, device: torch.device
+    model: torch.nn.Module, loader, step_fn, batches: int, split: str, device: torch.device
 ) -> dict[str, float]:
-    """Average step_fn's metrics over up to max_batches batches and all ranks, weighting each batch by its size."""
+    """Average step_fn's metrics over the first `batches` batches and all ranks, weighting each batch by its size."""
     model.eval()
     totals: dict[str, torch.Tensor] = {}
     count = 0
-    for batch in itertools.islice(loader, max_batches):
+    for batch in itertools.islice(loader, batches):
         batch = [t.to(device, non_blocking=True) for t in batch]
         metrics = step_fn(model, batch)
         for name, value in metrics.items():
@@ -124,7 +83,7 @@ def evaluate(
     if dist.is_initialized():
         dist.all_reduce(sums)
     means = (sums[:-1] / sums[-1]).tolist()  # one host sync for all the metrics
-    return {f"{prefix}_{name}": value for name, value in zip(totals, means)}
+    return {f"{split}_{name}": value for name, value in zip(totals, means)}
 
 
 # Signal handlers only note the signal: the loop checkpoints and stops at the next step boundary
@@ -143,7 +102,7 @@ def main() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, request_stop)
     rank, world_size, device = setup(args.device)
-    # TF32 matmuls and convolutions on Ampere and later GPUs: much faster, accurate enough to train.
+    # TF32 matmuls and convolutions on Ampere and later GPUs: faster, slightly less precise ([trainer] tf32).
     torch.backends.cuda.matmul.fp32_precision = "tf32"
     torch.backends.cudnn.conv.fp32_precision = "tf32"
     if args.fast_dev_run:
@@ -152,6 +111,10 @@ def main() -> None:
         )
     write = not args.fast_dev_run and rank == 0  # fast-dev-run writes nothing; only rank 0 writes
     out_dir = Path(cfg.out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    if write:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.remove_temporaries(ckpt_dir)
 
     # Data. The batch order depends only on (seed, epoch), so a run can resume mid-epoch.
     if cfg.dataset == "mnist" and rank == 0:
@@ -160,12 +123,18 @@ def main() -> None:
         dist.barrier()  # the other ranks wait for rank 0's download
     train_set, val_set, test_set = make_datasets(cfg.dataset, Path(cfg.data_dir), cfg.seed)
     train_loader = make_loader(train_set, cfg.batch_size, cfg.seed, device, shuffle=True)
-    n_train = num_batches(cfg.limit_train_batches, len(train_loader))
+    n_train = flags.num_batches(cfg.limit_train_batches, len(train_loader), "limit-train-batches")
     val_loader = make_loader(val_set, cfg.batch_size, cfg.seed, device, shuffle=False)
-    n_val = num_batches(cfg.limit_val_batches, len(val_loader))
+    n_val = flags.num_batches(cfg.limit_val_batches, len(val_loader), "limit-val-batches")
     test_loader = make_loader(test_set, cfg.batch_size, cfg.seed, device, shuffle=False)
-    steps_per_epoch = n_train
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else cfg.max_epochs * steps_per_epoch
+    found = checkpoint.find(args.resume, ckpt_dir) if args.resume else None
+    # The schedule's length, as Lightning's estimated_stepping_batches: whichever limit ends training first.
+    total_steps = min(n for n in (cfg.max_epochs * n_train, cfg.max_steps) if n > 0)
+    if (
+        found and found[0].get("total_steps", total_steps) != total_steps
+    ):  # new limits, but the schedule keeps its length
+        print0(f"note: the resumed schedule keeps its length, {found[0]['total_steps']} steps, not {total_steps}")
+        total_steps = found[0]["total_steps"]
 
     # Model and optimizer.
     torch.manual_seed(cfg.seed)
@@ -179,10 +148,6 @@ def main() -> None:
     # Where training stands: what a checkpoint must hold to continue as if it had never stopped.
     epoch, global_step, batch_in_epoch = 0, 0, 0
     top_k: list[tuple[float, str]] = []  # (score, file name) of the best checkpoints, best first
-    ckpt_dir = out_dir / "checkpoints"
-    if write:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.remove_temporaries(ckpt_dir)
 
     def save_checkpoint(name: str) -> None:
         """Save the whole training state as ckpt_dir/name. Every rank must call this: it gathers their random states."""
@@ -190,6 +155,7 @@ def main() -> None:
             "model": raw_model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
+            "total_steps": total_steps,
             "epoch": epoch,
             "global_step": global_step,
             "batch_in_epoch": batch_in_epoch,
@@ -200,36 +166,42 @@ def main() -> None:
         if write:
             checkpoint.save(state, ckpt_dir / name)
 
-    if args.resume:
-        found = checkpoint.find(args.resume, ckpt_dir)
-        if found is None:
-            print0(f"--resume last: no checkpoint in {ckpt_dir} yet, starting fresh")
-        else:
-            state, path = found
-            checkpoint.check_compatible(state, raw_model, dataclasses.asdict(cfg), path)
-            raw_model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            epoch, global_step, batch_in_epoch = state["epoch"], state["global_step"], state["batch_in_epoch"]
-            top_k = [tuple(entry) for entry in state["top_k"]]
-            checkpoint.restore_rng_state(state["rng"], device)
-            print0(f"Resumed from {path} at epoch {epoch}, step {global_step}")
+    stop = ""  # why training ends early; "" while it goes on
+    if args.resume and found is None:
+        print0(f"--resume last: no checkpoint in {ckpt_dir} yet, starting fresh")
+    elif found:
+        state, path = found
+        checkpoint.check_compatible(state, raw_model, dataclasses.asdict(cfg), path)
+        raw_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        epoch, global_step, batch_in_epoch = state["epoch"], state["global_step"], state["batch_in_epoch"]
+        top_k = [tuple(entry) for entry in state["top_k"]]
+        checkpoint.restore_rng_state(state["rng"], device)
+        print0(f"Resumed from {path} at epoch {epoch}, step {global_step}")
+        if batch_in_epoch >= n_train:  # fewer batches an epoch than the checkpoint's run had: that epoch is done
+            epoch, batch_in_epoch = epoch + 1, 0
+        if 0 < cfg.max_steps <= global_step or 0 < cfg.max_epochs <= epoch:
+            stop = "finished"
+            print0(f"Nothing to train: epoch {epoch}, step {global_step} is past --max-epochs or --max-steps")
     model = raw_model
     if dist.is_initialized():
         model = DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
-    # purge_step drops what a killed run logged after its last checkpoint, so curves never double back.
-    writer = SummaryWriter(out_dir, purge_step=global_step or None) if write else None
+    # purge_step drops what a killed run logged after its last checkpoint (taken after step global_step's logging).
+    writer = SummaryWriter(out_dir, purge_step=global_step + 1 if global_step else None) if write else None
     if cfg.num_sanity_val_steps and global_step == 0:  # a broken validation_step fails now, not hours in
-        evaluate(raw_model, val_loader, validation_step, cfg.num_sanity_val_steps, "val", device)
+        sanity_batches = n_val if cfg.num_sanity_val_steps == -1 else min(cfg.num_sanity_val_steps, n_val)
+        evaluate(raw_model, val_loader, validation_step, sanity_batches, "val", device)
 
     # Train.
-    stop = ""  # why training ends early; "" while it goes on
     last_save = time.monotonic()
-    while epoch != cfg.max_epochs and not stop:  # max_epochs = -1 never matches: no epoch limit
+    # In a terminal a progress bar; in a log file (a batch job's, CI's) a plain line every log_every_n_steps instead.
+    show_bar = cfg.progress_bar and sys.stderr.isatty() and rank == 0
+    plain_progress = cfg.progress_bar and not sys.stderr.isatty()
+    logged_at, logged_step = time.monotonic(), global_step
+    while not stop and (cfg.max_epochs == -1 or epoch < cfg.max_epochs):
         train_loader.sampler.set_epoch(epoch, start=batch_in_epoch)
-        bar = tqdm(
-            total=n_train, initial=batch_in_epoch, desc=f"epoch {epoch}", disable=not cfg.progress_bar or rank > 0
-        )
+        bar = tqdm(total=n_train, initial=batch_in_epoch, desc=f"epoch {epoch}", disable=not show_bar)
         for batch_idx, batch in enumerate(train_loader, start=batch_in_epoch):
             if batch_idx >= n_train:
                 break
@@ -239,9 +211,9 @@ def main() -> None:
             batch_in_epoch = batch_idx + 1
             bar.update()
             optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             global_step += 1
+            optimizer.zero_grad(set_to_none=True)
 
             validate = batch_idx + 1 == n_train
             periodic = cfg.ckpt_every_n_steps > 0 and global_step % cfg.ckpt_every_n_steps == 0
@@ -250,14 +222,15 @@ def main() -> None:
             if global_step % cfg.log_every_n_steps == 0 or validate or periodic:
                 due = cfg.ckpt_every_n_minutes > 0 and time.monotonic() - last_save > 60 * cfg.ckpt_every_n_minutes
                 # Averaged over ranks; the same all-reduce makes the ranks agree on stopping and saving.
-                flags = torch.tensor([stop_signal is not None, due], dtype=torch.float32, device=device)
-                stats = torch.cat([loss.detach().float().view(1), flags])
+                votes = torch.tensor([stop_signal is not None, due], dtype=torch.float32, device=device)
+                stats = torch.cat([loss.detach().float().view(1), votes])
                 if dist.is_initialized():
                     dist.all_reduce(stats)
                 loss_sum, signalled, due = stats.tolist()
                 loss_value = loss_sum / world_size
                 if signalled:
-                    stop = "signal"
+                    stop = stop or "signal"
+                periodic = periodic or bool(due)
                 if not math.isfinite(loss_value):
                     print0(f"Loss is {loss_value} at step {global_step} (epoch {epoch}, batch {batch_idx}); stopping")
                     stop = "nonfinite"
@@ -265,13 +238,16 @@ def main() -> None:
                     writer.add_scalar("train_loss", loss_value, global_step)
                     writer.add_scalar("lr", optimizer.param_groups[0]["lr"], global_step)
                 bar.set_postfix(loss=f"{loss_value:.4f}")
-                if due and stop != "nonfinite":
-                    save_checkpoint("last.pt")
-                    last_save = time.monotonic()
-            if global_step == cfg.max_steps:
-                stop = "max_steps"
+                if plain_progress and global_step % cfg.log_every_n_steps == 0:
+                    now = time.monotonic()
+                    rate = (global_step - logged_step) / max(now - logged_at, 1e-9)
+                    lr = optimizer.param_groups[0]["lr"]
+                    print0(f"epoch {epoch} step {global_step}: loss {loss_value:.4f}, lr {lr:.3g}, {rate:.2f} it/s")
+                    logged_at, logged_step = now, global_step
+            if stop == "nonfinite":
+                break  # keep the last good checkpoint
 
-            if validate and stop in ("", "max_steps"):
+            if validate:
                 metrics = evaluate(raw_model, val_loader, validation_step, n_val, "val", device)
                 if writer:
                     for name, value in metrics.items():
@@ -279,43 +255,43 @@ def main() -> None:
                 report = f"step {global_step}: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
                 if rank == 0:
                     bar.write(report)
-                score = metrics["val_loss"]
-                if cfg.save_top_k < 0 or len(top_k) < cfg.save_top_k or score < top_k[-1][0]:
-                    name = f"epoch={epoch}-step={global_step}.pt"
-                    save_checkpoint(name)
-                    top_k = sorted([*top_k, (score, name)])
-                    if 0 < cfg.save_top_k < len(top_k):
-                        _, worst = top_k.pop()
-                        if write:
-                            (ckpt_dir / worst).unlink(missing_ok=True)
-            if stop == "nonfinite":
-                break  # keep the last good checkpoint
-            if periodic or stop or validate:
+                best_name = f"epoch={epoch}-step={global_step}.pt"
+                new_best = checkpoint.rank(top_k, metrics["val_loss"], best_name, cfg.save_top_k, "min")
+                if new_best:
+                    top_k, dropped = new_best
+            if batch_idx + 1 == n_train:  # the end of the epoch
+                epoch, batch_in_epoch = epoch + 1, 0
+            # Training is over (not merely interrupted by a signal) at max_steps.
+            if 0 < cfg.max_steps <= global_step:
+                stop = "max_steps"
+            # Checkpoints are written last, so that resuming from one carries on right after this step.
+            if validate and new_best:
+                save_checkpoint(best_name)
+                if write and dropped:
+                    (ckpt_dir / dropped).unlink(missing_ok=True)
+            if periodic or stop or validate or batch_in_epoch == 0:  # 0: an epoch just ended
                 save_checkpoint("last.pt")
+                last_save = time.monotonic()
             if stop:
                 break
         bar.close()
-        if batch_in_epoch >= n_train:  # done (an epoch stopped midway is finished on resume)
-            epoch, batch_in_epoch = epoch + 1, 0
 
-    if not stop:
-        save_checkpoint("last.pt")  # the end of training: --resume last with more epochs continues from here
     if stop == "signal":
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        del model  # the DDP wrapper goes before the process group
+        leave_process_group()
         raise SystemExit(f"Stopped by a signal at step {global_step}; continue with --resume last")
 
     # Test, with the best checkpoint's weights.
     if top_k and not args.fast_dev_run:
         raw_model.load_state_dict(checkpoint.load(ckpt_dir / top_k[0][1])["model"])
-    n_test = num_batches(cfg.limit_test_batches, len(test_loader))
+    n_test = flags.num_batches(cfg.limit_test_batches, len(test_loader), "limit-test-batches")
     test_metrics = evaluate(raw_model, test_loader, test_step, n_test, "test", device)
     print0("Test: " + ", ".join(f"{name} {value:.4f}" for name, value in test_metrics.items()))
     if writer:
         writer.add_hparams(dataclasses.asdict(cfg), test_metrics, run_name=".")
         writer.close()
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    del model  # the DDP wrapper goes before the process group
+    leave_process_group()
     if stop == "nonfinite":
         raise SystemExit(1)
 
