@@ -2,6 +2,8 @@
 
 import json
 import os
+import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,12 @@ def test_new_writes_a_project_and_says_what_to_run_next(tmp_path: Path) -> None:
     assert {"train.py", "steps.py", "model.py", "data.py", "checkpoint.py", "README.md", "pyproject.toml"} <= files
     assert {"tests/test_smoke.py", "launch/torchrun.sh", "ltgen.toml", ".ltgen/base.json", ".gitignore"} <= files
     assert os.access(project / "launch/torchrun.sh", os.X_OK)
-    assert "cd " in result.output and "python train.py --fast-dev-run" in result.output
+    assert "cd " in result.output and "python train.py --fast-dev-run --dataset synthetic" in result.output
+    # a fresh machine has no torch: the first command after cd installs what the project's pyproject.toml lists
+    steps = [line.strip() for line in result.output.splitlines() if line.startswith("  ")]
+    dependencies = tomllib.loads((project / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert steps[1].startswith("pip install " + shlex.join(dependencies)) and "torch" in steps[1]
+    assert steps[2].startswith("python train.py --fast-dev-run")
     spec = parse((project / "ltgen.toml").read_text())
     assert spec["project"]["name"] == "mnist"
     assert spec["cluster"]["gpus"] == 4

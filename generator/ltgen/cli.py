@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import enum
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -145,7 +146,8 @@ def new(
         fail(f"cannot set {', '.join(updates)} in {source} ({error}); set them in the file itself")
     spec = validated(text, source)
     try:
-        created = place.write_new(render.render(spec), text, target, force=force)
+        tree = render.render(spec)
+        created = place.write_new(tree, text, target, force=force)
     except place.Refused as error:
         fail(str(error))
     except OSError as error:
@@ -156,7 +158,9 @@ def new(
             typer.echo(f"  {target / relative} -> {destination}")
     typer.echo(f"Created {target}/ ({len(created.files)} files) from {SPEC_FILE}. Next:")
     typer.echo(f"  cd {shlex.quote(str(target))}")
-    typer.echo("  python train.py --fast-dev-run      # does it all run? (one batch, writes nothing)")
+    dependencies = tomllib.loads(tree["pyproject.toml"])["project"]["dependencies"]
+    typer.echo(f"  pip install {shlex.join(dependencies)}   # its dependencies (pyproject.toml)")
+    typer.echo("  python train.py --fast-dev-run --dataset synthetic   # does it all run? (one batch, writes nothing)")
     if spec["cluster"]["gpus"] > 1 or spec["cluster"]["nodes"] > 1:
         typer.echo("  bash launch/torchrun.sh             # train with DDP on this machine's GPUs")
     if spec["cluster.slurm"]["enabled"]:
