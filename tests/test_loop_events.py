@@ -187,7 +187,7 @@ def test_a_zero_learning_rate_is_refused_by_the_spec_as_by_train_py() -> None:
     """The spec and the emitted flag checks agree: a learning rate must be a finite number > 0."""
     with pytest.raises(SpecError) as caught:
         parse(spec_text("p", {"optim.lr": 0.0}))
-    assert "optim.lr: expected a finite number > 0" in str(caught.value)
+    assert "optim.lr: expected a number > 0.0, got 0.0" in str(caught.value)
 
 
 def test_resuming_with_fewer_batches_finishes_the_interrupted_epoch(tmp_path: Path) -> None:

@@ -64,6 +64,7 @@ def build(spec: Spec) -> dict[str, Any]:
         "workers": data["num_workers"] > 0,
         "hooks": list(hooks),
     }
+    fields = _config_fields(spec, flags)
     return {
         "project_name": spec["project"]["name"],
         "line_length": LINE_LENGTH,
@@ -77,8 +78,8 @@ def build(spec: Spec) -> dict[str, Any]:
         "step_imports": _step_imports(flags),
         **_monitors(early, ckpt, optim),
         **_cluster(cluster, slurm),
-        "config_fields": _config_fields(spec, flags),
-        "config_checks": _config_checks(spec, flags),
+        "config_fields": fields,
+        "config_checks": _config_checks(spec, fields),
     }
 
 
@@ -117,7 +118,8 @@ def _model(model: dict[str, Any]) -> dict[str, Any]:
 
 def _optimizer(optim: dict[str, Any]) -> dict[str, Any]:
     scheduler, warmup = optim["scheduler"], optim["warmup_steps"]
-    unit = "epoch" if optim["scheduler_interval"] == "epoch" else "step"
+    # What the schedule counts: epochs or optimizer steps (plateau is stepped after each validation).
+    unit = "epoch" if optim["scheduler_interval"] == "epoch" and scheduler != "plateau" else "step"
     after = {
         "cosine": f"then a cosine decay to 0 at total_{unit}s",
         "step": f"then x{optim['gamma']} every {optim['step_size']} {unit}s",
@@ -130,10 +132,8 @@ def _optimizer(optim: dict[str, Any]) -> dict[str, Any]:
         "scheduler": scheduler,
         "has_scheduler": scheduler != "none" or warmup > 0,
         "total_steps": scheduler == "cosine",
-        "epoch_schedule": optim["scheduler_interval"] == "epoch"
-        and scheduler != "plateau"
-        and (scheduler != "none" or warmup > 0),
-        "schedule_unit": "epoch" if optim["scheduler_interval"] == "epoch" and scheduler != "plateau" else "step",
+        "epoch_schedule": unit == "epoch" and (scheduler != "none" or warmup > 0),
+        "schedule_unit": unit,
         "plateau": scheduler == "plateau",
         "warmup_lambda": warmup > 0,
         "warmup_steps": repr(warmup),
@@ -232,7 +232,7 @@ def _config_fields(spec: Spec, flags: dict[str, Any]) -> list[dict[str, Any]]:
 
 # What each Config field accepts, as a condition on {v} and the words for it. train.py checks every
 # field (flags included) before any work, so a typo fails in a second with one line, not after an epoch.
-_LIMIT = "(0 < {v} <= 1 if isinstance({v}, float) else {v} >= 1)"
+_LIMIT = "is_limit({v})"
 _FIELD_CHECKS = {
     "batch_size": ("{v} >= 1", "an integer >= 1"),
     "num_workers": ("{v} >= 0", "an integer >= 0"),
@@ -262,11 +262,11 @@ _FIELD_CHECKS = {
 }
 
 
-def _config_checks(spec: Spec, flags: dict[str, Any]) -> list[dict[str, str]]:
+def _config_checks(spec: Spec, fields: list[dict[str, Any]]) -> list[dict[str, str]]:
     """For flags.py: the check of every emitted Config field that has one, as code on `cfg`."""
     datasets = ("mnist", "synthetic") if spec["data"]["dataset"] == "mnist" else ("synthetic",)
     checks = [{"name": "dataset", "condition": f"cfg.dataset in {datasets!r}", "expected": " or ".join(datasets)}]
-    for field in _config_fields(spec, flags):
+    for field in fields:
         if field["name"] in _FIELD_CHECKS:
             condition, expected = _FIELD_CHECKS[field["name"]]
             checks.append(

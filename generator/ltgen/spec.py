@@ -92,23 +92,19 @@ def integer(lo: int, hi: int = MAX_COUNT, also: tuple[int, ...] = ()) -> Check:
     return check
 
 
-def number(lo: float, hi: float | None = None, hi_open: bool = False) -> Check:
-    """A finite number from lo to hi (hi excluded with hi_open)."""
+def number(lo: float, hi: float | None = None, hi_open: bool = False, lo_open: bool = False) -> Check:
+    """A finite number from lo to hi (either end excluded with lo_open, hi_open)."""
 
     def check(value: Any) -> str | None:
         finite = _is_number(value) and math.isfinite(value)
-        if finite and value >= lo and (hi is None or value < hi or (value == hi and not hi_open)):
+        above = finite and (value > lo or (value == lo and not lo_open))
+        if above and (hi is None or value < hi or (value == hi and not hi_open)):
             return None
         upper = "" if hi is None else f" and {'<' if hi_open else '<='} {hi}"
         kind = "a finite number" if _is_number(value) and not finite else "a number"
-        return f"{kind} >= {lo}{upper}"
+        return f"{kind} {'>' if lo_open else '>='} {lo}{upper}"
 
     return check
-
-
-def positive(value: Any) -> str | None:
-    """A finite number > 0."""
-    return None if _is_number(value) and 0 < value < math.inf else "a finite number > 0"
 
 
 def boolean(value: Any) -> str | None:
@@ -248,7 +244,7 @@ SCHEMA: dict[str, Section] = {
     "optim": Section(
         {
             "optimizer": Key(choice("adam", "adamw", "sgd"), "adamw", '"adam" | "adamw" | "sgd"'),
-            "lr": Key(positive, 1e-3, "the learning rate (the peak, with a schedule)"),
+            "lr": Key(number(0.0, lo_open=True), 1e-3, "the learning rate (the peak, with a schedule)"),
             "weight_decay": Key(number(0.0), 0.01, "decoupled for adamw; an L2 penalty for adam and sgd"),
             "momentum": Key(number(0.0, 1.0, hi_open=True), 0.9, "sgd only"),
             "scheduler": Key(

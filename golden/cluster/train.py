@@ -135,9 +135,7 @@ def main() -> None:
     found = checkpoint.find(args.resume, ckpt_dir) if args.resume else None
     # The schedule's length, as Lightning's estimated_stepping_batches: whichever limit ends training first.
     total_steps = min(n for n in (cfg.max_epochs * n_train, cfg.max_steps) if n > 0)
-    if (
-        found and found[0].get("total_steps", total_steps) != total_steps
-    ):  # new limits, but the schedule keeps its length
+    if found and found[0].get("total_steps", total_steps) != total_steps:  # the schedule keeps its length
         print0(f"note: the resumed schedule keeps its length, {found[0]['total_steps']} steps, not {total_steps}")
         total_steps = found[0]["total_steps"]
 
@@ -188,7 +186,7 @@ def main() -> None:
             epoch, batch_in_epoch = epoch + 1, 0
         if 0 < cfg.max_steps <= global_step or 0 < cfg.max_epochs <= epoch:
             stop = "finished"
-            print0(f"Nothing to train: epoch {epoch}, step {global_step} is past --max-epochs or --max-steps")
+            print0(f"Nothing to train: the run ended at epoch {epoch}, step {global_step}")
     model = raw_model
     if dist.is_initialized():
         model = DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -217,9 +215,9 @@ def main() -> None:
             batch_in_epoch = batch_idx + 1
             bar.update()
             optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             global_step += 1
-            optimizer.zero_grad(set_to_none=True)
 
             validate = batch_idx + 1 == n_train
             periodic = cfg.ckpt_every_n_steps > 0 and global_step % cfg.ckpt_every_n_steps == 0
@@ -235,7 +233,7 @@ def main() -> None:
                 loss_sum, signalled, due = stats.tolist()
                 loss_value = loss_sum / world_size
                 if signalled:
-                    stop = stop or "signal"
+                    stop = "signal"
                 periodic = periodic or bool(due)
                 if not math.isfinite(loss_value):
                     print0(f"Loss is {loss_value} at step {global_step} (epoch {epoch}, batch {batch_idx}); stopping")

@@ -144,9 +144,7 @@ def main() -> None:
     total_steps = min(
         n for n in (cfg.max_epochs * math.ceil(n_train / cfg.accumulate_grad_batches), cfg.max_steps) if n > 0
     )
-    if (
-        found and found[0].get("total_steps", total_steps) != total_steps
-    ):  # new limits, but the schedule keeps its length
+    if found and found[0].get("total_steps", total_steps) != total_steps:  # the schedule keeps its length
         print(f"note: the resumed schedule keeps its length, {found[0]['total_steps']} steps, not {total_steps}")
         total_steps = found[0]["total_steps"]
 
@@ -207,9 +205,7 @@ def main() -> None:
             or (early_stop and epoch >= cfg.min_epochs and global_step >= cfg.min_steps)
         ):
             stop = "finished"
-            print(
-                f"Nothing to train: epoch {epoch}, step {global_step} is past --max-epochs or --max-steps (or early stopping ended the run)"
-            )
+            print(f"Nothing to train: the run ended at epoch {epoch}, step {global_step}")
     # purge_step drops what a killed run logged after its last checkpoint (taken after step global_step's logging).
     writer = SummaryWriter(out_dir, purge_step=global_step + 1 if global_step else None) if write else None
     if cfg.num_sanity_val_steps and global_step == 0:  # a broken validation_step fails now, not hours in
@@ -239,9 +235,9 @@ def main() -> None:
                 continue
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.gradient_clip_val)
             optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             global_step += 1
-            optimizer.zero_grad(set_to_none=True)
 
             validate = batch_idx + 1 == n_train
             # As in Lightning, a stop that min_steps held back ends with a validation at the step it becomes due.

@@ -37,31 +37,15 @@ def config_problems(cfg) -> list[str]:
         ("lr", 0 < cfg.lr < math.inf, "a finite number > 0"),
         ("max_epochs", cfg.max_epochs >= 1 or cfg.max_epochs == -1, "an integer >= 1, or -1 for no limit"),
         ("max_steps", cfg.max_steps >= 1 or cfg.max_steps == -1, "an integer >= 1, or -1 for no limit"),
-        (
-            "limit_train_batches",
-            (
-                0 < cfg.limit_train_batches <= 1
-                if isinstance(cfg.limit_train_batches, float)
-                else cfg.limit_train_batches >= 1
-            ),
-            "a fraction in (0, 1] or a count >= 1",
-        ),
+        ("limit_train_batches", is_limit(cfg.limit_train_batches), "a fraction in (0, 1] or a count >= 1"),
         (
             "limit_val_batches",
-            (
-                0 < cfg.limit_val_batches <= 1
-                if isinstance(cfg.limit_val_batches, float)
-                else cfg.limit_val_batches >= 1
-            ),
+            is_limit(cfg.limit_val_batches),
             "a fraction in (0, 1] or a count >= 1 (turn validation off in ltgen.toml)",
         ),
         (
             "limit_test_batches",
-            (
-                0 < cfg.limit_test_batches <= 1
-                if isinstance(cfg.limit_test_batches, float)
-                else cfg.limit_test_batches >= 1
-            ),
+            is_limit(cfg.limit_test_batches),
             "a fraction in (0, 1] or a count >= 1 (turn the test off in ltgen.toml)",
         ),
         ("seed", 0 <= cfg.seed < 2**32, "an integer from 0 to 2**32 - 1"),
@@ -75,6 +59,11 @@ def config_problems(cfg) -> list[str]:
     if cfg.max_epochs == -1 and cfg.max_steps == -1:
         problems.append("--max-epochs -1 and --max-steps -1: training would never end; set one of them")
     return problems
+
+
+def is_limit(value: float) -> bool:
+    """Lightning's batch limits: a fraction in (0, 1] or a count >= 1."""
+    return 0 < value <= 1 if isinstance(value, float) else value >= 1
 
 
 def num_batches(limit: float, available: int, flag: str) -> int:

@@ -105,8 +105,8 @@ def main() -> None:
             loss = training_step(model, batch)
             loss.backward()
             optimizer.step()
-            global_step += 1
             optimizer.zero_grad(set_to_none=True)
+            global_step += 1
 
             validate = batch_idx + 1 == n_train
             if global_step % cfg.log_every_n_steps == 0:
@@ -119,7 +119,7 @@ def main() -> None:
                 report = f"step {global_step}: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
                 print(report)
             if batch_idx + 1 == n_train:  # the end of the epoch
-                epoch = epoch + 1
+                epoch += 1
             if 0 < cfg.max_steps <= global_step:
                 stop = "max_steps"
             if stop:
