@@ -157,15 +157,20 @@ def new(
         for relative, destination in created.moved_aside.items():
             typer.echo(f"  {target / relative} -> {destination}")
     typer.echo(f"Created {target}/ ({len(created.files)} files) from {SPEC_FILE}. Next:")
-    typer.echo(f"  cd {shlex.quote(str(target))}")
     dependencies = tomllib.loads(tree["pyproject.toml"])["project"]["dependencies"]
-    typer.echo(f"  pip install {shlex.join(dependencies)}   # its dependencies (pyproject.toml)")
-    typer.echo("  python train.py --fast-dev-run --dataset synthetic   # does it all run? (one batch, writes nothing)")
+    steps = [
+        (f"cd {shlex.quote(str(target))}", ""),
+        (f"pip install {shlex.join(dependencies)}", "its dependencies (pyproject.toml)"),
+        ("python train.py --fast-dev-run --dataset synthetic", "does it all run? (one batch, writes nothing)"),
+    ]
     if spec["cluster"]["gpus"] > 1 or spec["cluster"]["nodes"] > 1:
-        typer.echo("  bash launch/torchrun.sh             # train with DDP on this machine's GPUs")
+        steps.append(("bash launch/torchrun.sh", "train with DDP on this machine's GPUs"))
     if spec["cluster.slurm"]["enabled"]:
-        typer.echo("  sbatch launch/slurm.sbatch          # train on SLURM; requeues itself before the time limit")
-    typer.echo("  python train.py                     # train")
+        steps.append(("sbatch launch/slurm.sbatch", "train on SLURM; requeues itself before the time limit"))
+    steps.append(("python train.py", "train"))
+    width = max(len(command) for command, _ in steps)
+    for command, why in steps:
+        typer.echo(f"  {command.ljust(width)}   # {why}" if why else f"  {command}")
     typer.echo(f"Edit the code freely; change {SPEC_FILE} and run `ltgen regen` to bring the change in.")
 
 
