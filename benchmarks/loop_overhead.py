@@ -45,9 +45,9 @@ SPEC = {
 }
 TINY_MODEL = '''
 
-def build_model() -> nn.Module:
+def build_model(data_info: dict, device: torch.device) -> nn.Module:
     """The anchors' tiny task: a linear layer."""
-    return nn.Linear(32, 2)
+    return nn.Linear(32, 2).to(device)
 '''
 TINY_DATA = '''
 
@@ -56,6 +56,11 @@ def synthetic(num_samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(num_samples, 32, generator=generator)
     return images, (images @ torch.randn(32, 2, generator=generator)).argmax(1)
+
+
+def prepare_batch(batch: list[torch.Tensor], seed: int, train: bool) -> list[torch.Tensor]:
+    """The tiny task's features are ready as they are: no uint8 images to convert and normalize."""
+    return batch
 '''
 TIMING_HOOKS = """
 

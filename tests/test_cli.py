@@ -59,6 +59,35 @@ def test_new_flags_seed_the_spec(tmp_path: Path) -> None:
     assert spec["cluster.slurm"]["enabled"] is True
 
 
+@pytest.mark.parametrize(
+    ("args", "arch", "augment", "extra"),
+    [
+        (["--dataset", "cifar10"], "resnet", True, ["numpy>=1.24", "pillow>=10"]),
+        (["--dataset", "image_folder", "--model", "cnn"], "cnn", True, ["pillow>=10"]),
+        (["--dataset", "text"], "gpt", False, []),
+        (["--dataset", "csv"], "mlp", False, []),
+        (["--dataset", "custom"], "custom", False, []),
+    ],
+)
+def test_new_dataset_seeds_its_usual_model_and_dependencies(
+    tmp_path: Path, args: list[str], arch: str, augment: bool, extra: list[str]
+) -> None:
+    result = ltgen("new", "p", "--dir", str(tmp_path), *args)
+    assert result.exit_code == 0, result.output
+    spec = parse((tmp_path / "p/ltgen.toml").read_text())
+    assert (spec["data"]["dataset"], spec["model"]["arch"], spec["data"]["augment"]) == (args[1], arch, augment)
+    dependencies = tomllib.loads((tmp_path / "p/pyproject.toml").read_text())["project"]["dependencies"]
+    assert dependencies == ["torch>=2.9", "tensorboard>=2.14", "tqdm>=4.64", *extra]
+    assert f"pip install {shlex.join(dependencies)}" in result.output
+
+
+def test_new_with_a_model_that_does_not_fit_the_dataset(tmp_path: Path) -> None:
+    result = ltgen("new", "p", "--dir", str(tmp_path), "--dataset", "text", "--model", "resnet")
+    assert result.exit_code == 2
+    assert 'model.arch: "resnet" does not fit data.dataset = "text": choose "gpt"' in result.output
+    assert not (tmp_path / "p").exists()
+
+
 def test_new_from_a_spec_file_keeps_its_comments(tmp_path: Path) -> None:
     source = tmp_path / "mine.toml"
     source.write_text("# my sweep\n[trainer]\nmax_epochs = 3  # quick\n")

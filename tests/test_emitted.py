@@ -151,8 +151,9 @@ def test_reads_mnist_idx_files_plain_or_gzipped(mnist: Path, tmp_path: Path) -> 
     images = data.read_idx(data_dir / "train-images-idx3-ubyte")
     expected = torch.frombuffer(bytearray(fake_mnist()["train-images-idx3-ubyte"][16:]), dtype=torch.uint8)
     assert torch.equal(images, expected.view(120, 28, 28))
-    train, val, test = data.make_datasets("mnist", data_dir, seed=42)
+    train, val, test, data_info = data.make_datasets("mnist", data_dir, seed=42)
     assert (len(train), len(val), len(test)) == (108, 12, 40)
+    assert data_info == {"input_shape": [1, 28, 28], "num_outputs": 10, "classes": [str(d) for d in range(10)]}
 
 
 def test_a_damaged_mnist_file_is_a_clear_error(mnist: Path, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ def files_of(folder: Path) -> dict[str, bytes]:
 
 
 def test_the_reference_specs_are_all_there() -> None:
-    assert {"mnist", "demo", "minimal"} <= set(NAMES)
+    assert {"mnist", "demo", "minimal", "cifar10", "textlm", "tabular"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -351,10 +351,10 @@ def test_augmentation_in_data_workers_is_reproducible_across_resumes_and_worker_
     add_crash_points(project)
     source = (project / "data.py").read_text()
     augmented = source.replace(
-        "        return self.images[indices], self.labels[indices]",
-        "        images = self.images[indices]  # augmentation: noise and a random shift\n"
-        "        images = images + 0.1 * torch.randn_like(images)\n"
-        "        return torch.roll(images, random.randint(-2, 2), dims=-1), self.labels[indices]",
+        "        return [self.images[indices], self.labels[indices]]",
+        "        images = self.images[indices]  # augmentation, from the global random state: a shift and a flip\n"
+        "        images = images.flip(-1) if torch.rand(()) < 0.5 else images\n"
+        "        return [torch.roll(images, random.randint(-2, 2), dims=-1), self.labels[indices]]",
     )
     assert augmented != source
     (project / "data.py").write_text(augmented)

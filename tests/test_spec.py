@@ -140,3 +140,43 @@ def test_with_values_keeps_comments_and_layout() -> None:
     spec = parse(edited)
     assert spec["trainer"]["precision"] == "bf16-mixed"
     assert spec["cluster.slurm"]["enabled"] is True
+
+
+@pytest.mark.parametrize(
+    ("dataset", "arch", "valid"),
+    [
+        ("mnist", "gpt", '"mlp" or "cnn" or "resnet"'),
+        ("cifar10", "custom", '"mlp" or "cnn" or "resnet"'),
+        ("csv", "resnet", '"mlp"'),
+        ("text", "mlp", '"gpt"'),
+        ("custom", "cnn", '"custom" or "mlp"'),
+    ],
+)
+def test_a_model_that_does_not_fit_the_dataset_names_the_ones_that_do(dataset: str, arch: str, valid: str) -> None:
+    found = problems(f'[model]\narch = "{arch}"\n[data]\ndataset = "{dataset}"\n')
+    assert found == [f'ltgen.toml:2: model.arch: "{arch}" does not fit data.dataset = "{dataset}": choose {valid}']
+
+
+def test_keys_of_other_tasks_are_accepted_and_ignored() -> None:
+    """Switching a project between tasks is a one-line edit: the other tasks' keys stay in the file."""
+    text = with_values(default_text("x"), {"data.dataset": "text", "model.arch": "gpt", "model.hidden_sizes": [7]})
+    spec = parse(text)
+    assert (spec["data"]["dataset"], spec["model"]["arch"], spec["data"]["block_size"]) == ("text", "gpt", 256)
+    back = with_values(text, {"data.dataset": "mnist", "model.arch": "mlp"})
+    assert parse(back)["model"]["hidden_sizes"] == [7]
+
+
+def test_task_keys_are_checked() -> None:
+    assert problems('[model]\narch = "gpt"\nn_head = 5\n[data]\ndataset = "text"\n') == [
+        "ltgen.toml: model.n_embd: expected a multiple of n_head (5), got 384"
+    ]
+    assert problems("[model]\ndepth = 50\n") == ["ltgen.toml:2: model.depth: expected one of 10, 18, 34, got 50"]
+    for bad in ('"/etc/passwd"', '"../up.txt"', '""', '"C:data.csv"'):
+        assert "a file name relative to --data-dir" in problems(f"[data]\ntext_file = {bad}\n")[0]
+    assert problems('[data]\ntask = "ranking"\n') == [
+        'ltgen.toml:2: data.task: expected one of "classification", "regression", got "ranking"'
+    ]
+    small = '[data]\ndataset = "image_folder"\nimage_size = 8\n[model]\narch = "cnn"\nchannels = [8, 8, 8, 8]\n'
+    assert problems(small) == [
+        "ltgen.toml:3: data.image_size: expected at least 16: each of the 4 conv blocks halves it"
+    ]

@@ -12,7 +12,19 @@ from typing import Annotated, NoReturn
 import typer
 
 from ltgen import __version__, merge, place, render
-from ltgen.spec import NAME_PATTERN, SPEC_FILE, Spec, SpecError, default_text, parse, read, with_values
+from ltgen.spec import (
+    ARCHS,
+    DATASETS,
+    NAME_PATTERN,
+    SPEC_FILE,
+    Spec,
+    SpecError,
+    dataset_seeds,
+    default_text,
+    parse,
+    read,
+    with_values,
+)
 
 app = typer.Typer(
     help="Generate plain-PyTorch training projects from a short spec (ltgen.toml), and regenerate them without losing edits.",
@@ -29,14 +41,8 @@ class Precision(str, enum.Enum):
     bf16 = "bf16-mixed"
 
 
-class Dataset(str, enum.Enum):
-    mnist = "mnist"
-    synthetic = "synthetic"
-
-
-class Arch(str, enum.Enum):
-    mlp = "mlp"
-    cnn = "cnn"
+Dataset = enum.Enum("Dataset", {name: name for name in DATASETS}, type=str)
+Arch = enum.Enum("Arch", {name: name for name in ARCHS}, type=str)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -96,7 +102,9 @@ def new(
     ] = None,
     nodes: Annotated[int | None, typer.Option(min=1, help="Machines ([cluster] nodes).")] = None,
     precision: Annotated[Precision | None, typer.Option(help="[trainer] precision.")] = None,
-    dataset: Annotated[Dataset | None, typer.Option(help="[data] dataset.")] = None,
+    dataset: Annotated[
+        Dataset | None, typer.Option(help="[data] dataset; also picks its usual model unless --model says.")
+    ] = None,
     model: Annotated[Arch | None, typer.Option(help="[model] arch.")] = None,
     slurm: Annotated[
         bool | None, typer.Option("--slurm/--no-slurm", help="Emit a SLURM launcher ([cluster.slurm] enabled).")
@@ -138,6 +146,8 @@ def new(
     seeds = {
         key: value.value if isinstance(value, enum.Enum) else value for key, value in given.items() if value is not None
     }
+    if dataset is not None:  # the dataset's usual model and settings, under what the command line says
+        seeds = dataset_seeds(dataset.value) | seeds
     updates = {"project.name": name, **seeds}
     try:
         text = with_values(text, updates)

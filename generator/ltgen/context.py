@@ -7,13 +7,25 @@ can change the code around it.
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 from ltgen.spec import SCHEMA, Spec
 
 LINE_LENGTH = 120  # black's, in the generator and in the emitted project's pyproject.toml
-IMAGE_SIDE, IMAGE_CHANNELS, NUM_CLASSES = 28, 1, 10
+
+# Each dataset belongs to a task family: its data.py, steps.py and predict.py (or sample.py) come from
+# templates/tasks/FAMILY/, its model.py from templates/tasks/models/ARCH.py.jinja.
+TASKS = {
+    "mnist": "image",
+    "synthetic": "image",
+    "cifar10": "image",
+    "image_folder": "image",
+    "text": "text",
+    "csv": "tabular",
+    "custom": "custom",
+}
+# (channels, side) of the images of each image dataset; image_folder's side is [data] image_size.
+IMAGE_SHAPES = {"mnist": (1, 28), "synthetic": (1, 28), "cifar10": (3, 32), "image_folder": (3, None)}
 
 
 def build(spec: Spec) -> dict[str, Any]:
@@ -64,6 +76,7 @@ def build(spec: Spec) -> dict[str, Any]:
         "workers": data["num_workers"] > 0,
         "hooks": list(hooks),
     }
+    flags |= _task(data, model)
     fields = _config_fields(spec, flags)
     return {
         "project_name": spec["project"]["name"],
@@ -73,7 +86,6 @@ def build(spec: Spec) -> dict[str, Any]:
         "val_fraction": repr(data["val_fraction"]),
         "val_size": repr(data["val_size"]),
         **flags,
-        **_model(model),
         **_optimizer(optim),
         "step_imports": _step_imports(flags),
         **_monitors(early, ckpt, optim),
@@ -88,32 +100,65 @@ def _step_imports(flags: dict[str, Any]) -> list[str]:
     names = ["configure_optimizers", "training_step", *flags["hooks"]]
     names += ["validation_step"] if flags["validation"] or flags["sanity"] else []
     names += ["test_step"] if flags["test"] else []
+    names += ["summarize"] if flags["summarize"] and (flags["validation"] or flags["sanity"] or flags["test"]) else []
+    names += ["throughput"] if flags["throughput"] else []
     return sorted(names)
 
 
-def _model(model: dict[str, Any]) -> dict[str, Any]:
-    dropout = [f"nn.Dropout({model['dropout']!r})"] if model["dropout"] > 0 else []
-    if model["arch"] == "mlp":
-        widths = [IMAGE_CHANNELS * IMAGE_SIDE**2, *model["hidden_sizes"]]
-        layers = ["nn.Flatten()"]
-        for width_in, width_out in itertools.pairwise(widths):
-            layers += [f"nn.Linear({width_in}, {width_out})", "nn.ReLU()", *dropout]
-        layers.append(f"nn.Linear({widths[-1]}, {NUM_CLASSES})")
-        description = "an MLP, " + " -> ".join(map(str, [*widths, NUM_CLASSES])) + ", ReLU"
-    else:
-        channels, side, layers = [IMAGE_CHANNELS, *model["channels"]], IMAGE_SIDE, []
-        for channels_in, channels_out in itertools.pairwise(channels):
-            layers += [
-                f"nn.Conv2d({channels_in}, {channels_out}, kernel_size=3, padding=1)",
-                "nn.ReLU()",
-                "nn.MaxPool2d(2)",
-            ]
-            side //= 2
-        layers += ["nn.Flatten()", *dropout, f"nn.Linear({channels[-1] * side * side}, {NUM_CLASSES})"]
-        description = f"a CNN, {len(channels) - 1} conv blocks ({', '.join(map(str, channels[1:]))} channels), then a linear classifier"
-    if dropout:
-        description += f", dropout {model['dropout']}"
-    return {"layers": layers, "model_description": description}
+def _task(data: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    """What the task's templates need: its family, model, and every [data] and [model] value as a literal."""
+    task, arch = TASKS[data["dataset"]], model["arch"]
+    channels, side = IMAGE_SHAPES.get(data["dataset"], (0, 0))
+    return {
+        "task": task,
+        "arch": arch,
+        "real_data": data["dataset"] != "synthetic",  # files to read from --data-dir
+        "image_channels": channels,
+        "image_side": side or data["image_size"],
+        "augment": task == "image" and data["augment"],
+        "pillow": data["dataset"] == "image_folder",
+        "lazy_images": data["dataset"] == "image_folder" and not data["in_memory"],  # decoded per batch
+        "regression": task == "tabular" and data["task"] == "regression",
+        # steps.py's summarize() turns averaged batch metrics into ones that are not averages (perplexity, R^2).
+        "summarize": task == "text" or (task == "tabular" and data["task"] == "regression"),
+        # steps.py's throughput() adds tokens per second (and MFU on a GPU) to what is logged.
+        "throughput": arch == "gpt",
+        "dropout": model["dropout"] > 0,
+        "dependencies": _dependencies(data, task),
+        "model_description": _describe_model(model),
+        "data_description": DATA_DESCRIPTIONS[data["dataset"]],
+        "data_keys": {key: repr(value) for key, value in data.items()},
+        "model_keys": {key: repr(value) for key, value in model.items()},
+    }
+
+
+DATA_DESCRIPTIONS = {
+    "mnist": "MNIST",
+    "synthetic": "MNIST-shaped synthetic images",
+    "cifar10": "CIFAR-10",
+    "image_folder": "your own images (an ImageNet-style folder of class folders)",
+    "text": "a text file, character by character",
+    "csv": "a CSV table",
+    "custom": "your own data (data.py's stub)",
+}
+
+
+def _dependencies(data: dict[str, Any], task: str) -> list[str]:
+    """The emitted pyproject.toml's dependencies: what its code imports."""
+    extra = {"cifar10": ["numpy>=1.24"]}.get(data["dataset"], [])
+    extra += ["pillow>=10"] if task == "image" else []  # image_folder reads images; predict.py reads any image file
+    return ["torch>=2.9", "tensorboard>=2.14", "tqdm>=4.64", *extra]
+
+
+def _describe_model(model: dict[str, Any]) -> str:
+    dropout = f", dropout {model['dropout']}" if model["dropout"] > 0 else ""
+    return {
+        "mlp": f"an MLP with hidden layers of {', '.join(map(str, model['hidden_sizes'])) or 'no'} units, ReLU{dropout}",
+        "cnn": f"a CNN of {len(model['channels'])} conv blocks ({', '.join(map(str, model['channels']))} channels){dropout}",
+        "resnet": f"a ResNet-{model['depth']} (CIFAR stem, first stage {model['width']} channels wide){dropout}",
+        "gpt": f"a GPT of {model['n_layer']} layers, {model['n_head']} heads, {model['n_embd']} wide{dropout}",
+        "custom": "your own model (model.py's stub)",
+    }[model["arch"]]
 
 
 def _optimizer(optim: dict[str, Any]) -> dict[str, Any]:
@@ -178,8 +223,8 @@ def _config_fields(spec: Spec, flags: dict[str, Any]) -> list[dict[str, Any]]:
     make the line too long goes on the line above it.
     """
     rows: list[tuple[str, str, str, bool]] = [  # (field, spec key or literal value, type, emitted?)
-        ("dataset", "data.dataset", "str", True),
-        ("data_dir", '"data"', "str", spec["data"]["dataset"] == "mnist"),
+        ("dataset", f'"{spec["data"]["dataset"]}"', "str", True),  # one of spec.DATASETS: a plain word
+        ("data_dir", '"data"', "str", flags["real_data"]),
         ("out_dir", '"outputs"', "str", flags["checkpointing"] or flags["tensorboard"]),
         ("batch_size", "data.batch_size", "int", True),
         ("num_workers", "data.num_workers", "int", flags["workers"]),
@@ -208,7 +253,13 @@ def _config_fields(spec: Spec, flags: dict[str, Any]) -> list[dict[str, Any]]:
         ("log_every_n_steps", "logging.log_every_n_steps", "int", True),
         ("progress_bar", "logging.progress_bar", "bool", flags["progress_bar"]),
     ]
+    dataset = spec["data"]["dataset"]
     literal_comments = {
+        "dataset": (
+            f'"{dataset}", or "synthetic": generated data of its shapes (no files)'
+            if dataset != "synthetic"
+            else '"synthetic": generated data (no files)'
+        ),
         "data_dir": "datasets are read (and downloaded) here",
         "out_dir": "logs and checkpoints go here",
     }
@@ -264,7 +315,7 @@ _FIELD_CHECKS = {
 
 def _config_checks(spec: Spec, fields: list[dict[str, Any]]) -> list[dict[str, str]]:
     """For flags.py: the check of every emitted Config field that has one, as code on `cfg`."""
-    datasets = ("mnist", "synthetic") if spec["data"]["dataset"] == "mnist" else ("synthetic",)
+    datasets = tuple(dict.fromkeys((spec["data"]["dataset"], "synthetic")))
     checks = [{"name": "dataset", "condition": f"cfg.dataset in {datasets!r}", "expected": " or ".join(datasets)}]
     for field in fields:
         if field["name"] in _FIELD_CHECKS:

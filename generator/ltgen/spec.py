@@ -189,6 +189,33 @@ def word_list(value: Any) -> str | None:
     return 'a list of sbatch options such as "--mem=64G" (letters, digits and _.,:=+- only)'
 
 
+def choice_int(*options: int) -> Check:
+    def check(value: Any) -> str | None:
+        return None if _is_int(value) and value in options else "one of " + ", ".join(map(str, options))
+
+    return check
+
+
+def file_name(value: Any) -> str | None:
+    """A file name relative to --data-dir: no absolute path, no "..", no control characters."""
+    if (
+        isinstance(value, str)
+        and 0 < len(value) <= 255
+        and value.isprintable()
+        and not value.startswith(("/", "\\", "~"))
+        and ".." not in re.split(r"[/\\]", value)
+        and not re.match(r"[A-Za-z]:", value)
+    ):
+        return None
+    return 'a file name relative to --data-dir, such as "input.txt" (no absolute path, no "..")'
+
+
+def column_name(value: Any) -> str | None:
+    if isinstance(value, str) and 0 < len(value) <= 255 and value.isprintable():
+        return None
+    return "the name of a column of the CSV header (printable, at most 255 characters)"
+
+
 @dataclass(frozen=True)
 class Key:
     """One key of the schema: its check, default and one-line doc (written into new specs)."""
@@ -204,6 +231,28 @@ class Section:
     doc: str = ""
 
 
+DATASETS = ("mnist", "cifar10", "image_folder", "text", "csv", "custom", "synthetic")
+ARCHS = ("mlp", "cnn", "resnet", "gpt", "custom")
+IMAGE_ARCHS = ("mlp", "cnn", "resnet")
+# The models each dataset can train: the model's input and output must fit the data's.
+VALID_ARCHS = {
+    "mnist": IMAGE_ARCHS,
+    "synthetic": IMAGE_ARCHS,
+    "cifar10": IMAGE_ARCHS,
+    "image_folder": IMAGE_ARCHS,
+    "text": ("gpt",),
+    "csv": ("mlp",),
+    "custom": ("custom", "mlp"),
+}
+# What `ltgen new --dataset D` sets besides [data] dataset: the model that fits it best, and its usual settings.
+DATASET_SEEDS: dict[str, dict[str, Any]] = {
+    "cifar10": {"model.arch": "resnet", "data.augment": True},
+    "image_folder": {"model.arch": "resnet", "data.augment": True},
+    "text": {"model.arch": "gpt"},
+    "csv": {"model.arch": "mlp"},
+    "custom": {"model.arch": "custom"},
+}
+RESNET_STAGES = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}  # basic blocks per stage
 METRIC = text(METRIC_PATTERN, 'a validation metric name such as "val_loss" or "val_acc"')
 MODE = choice("min", "max")
 
@@ -219,18 +268,30 @@ SCHEMA: dict[str, Section] = {
     ),
     "model": Section(
         {
-            "arch": Key(choice("mlp", "cnn"), "mlp", '"mlp" | "cnn"'),
+            "arch": Key(
+                choice(*ARCHS),
+                "mlp",
+                '"mlp" | "cnn" | "resnet" (images) | "gpt" (text) | "custom" (your own, with dataset "custom")',
+            ),
             "hidden_sizes": Key(int_list(1, 0, 8, hi=65536), [128], "mlp: widths of the hidden layers"),
             "channels": Key(
                 int_list(1, 1, 4, hi=4096), [32, 64], "cnn: channels of the conv blocks (each halves the image)"
             ),
             "dropout": Key(number(0.0, 1.0, hi_open=True), 0.1, "dropout probability; 0 for none"),
+            "depth": Key(choice_int(*RESNET_STAGES), 18, "resnet: 10, 18 or 34 layers (basic blocks, CIFAR stem)"),
+            "width": Key(integer(1, 1024), 64, "resnet: channels of the first stage, doubled at each of the next 3"),
+            "n_layer": Key(integer(1, 128), 6, "gpt: transformer blocks"),
+            "n_head": Key(integer(1, 128), 6, "gpt: attention heads (n_embd must be a multiple of n_head)"),
+            "n_embd": Key(integer(1, 16384), 384, "gpt: embedding width"),
+            "bias": Key(boolean, False, "gpt: biases in the linear layers and LayerNorms"),
         }
     ),
     "data": Section(
         {
             "dataset": Key(
-                choice("mnist", "synthetic"), "mnist", '"mnist" | "synthetic" (MNIST-shaped random data, no files)'
+                choice(*DATASETS),
+                "mnist",
+                '"mnist" | "cifar10" | "image_folder" | "text" | "csv" | "custom" | "synthetic"',
             ),
             "batch_size": Key(integer(1), 64, "per process"),
             "num_workers": Key(integer(0, 256), 0, "data loading processes; the data sits in memory, so 0 is fastest"),
@@ -239,6 +300,19 @@ SCHEMA: dict[str, Section] = {
             ),
             "val_size": Key(integer(0), 0, "a fixed number of validation samples instead (0: use val_fraction)"),
             "synthetic_samples": Key(integer(10, 10**7), 12000, "synthetic: training + validation samples"),
+            "image_size": Key(integer(8, 4096), 64, "image_folder: images are resized to image_size x image_size"),
+            "augment": Key(boolean, False, "images: random crop (4-pixel padding) and horizontal flip, on the device"),
+            "in_memory": Key(boolean, True, "image_folder: decode every image once, hold them as uint8 in memory"),
+            "text_file": Key(file_name, "input.txt", "text: a UTF-8 file in --data-dir"),
+            "block_size": Key(integer(1, 65536), 256, "text: characters of context"),
+            "samples_per_epoch": Key(integer(1), 32000, "text: random windows that make an epoch"),
+            "csv_file": Key(file_name, "data.csv", "csv: a file with a header row, in --data-dir"),
+            "target": Key(column_name, "target", "csv: the column to predict; the other columns are the features"),
+            "task": Key(
+                choice("classification", "regression"), "classification", 'csv: "classification" | "regression"'
+            ),
+            "input_shape": Key(int_list(1, 1, 4, hi=65536), [3, 32, 32], "custom: the shape of one input"),
+            "num_classes": Key(integer(1, 10**6), 10, "custom: classes of the target"),
         }
     ),
     "optim": Section(
@@ -513,7 +587,7 @@ def _lookup(document: dict[str, Any], dotted: str) -> Any:
 
 def _cross_checks(v: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     """Rules that involve more than one key: (key path, message) pairs."""
-    out = []
+    out = _task_checks(v)
     trainer, optim = v["trainer"], v["optim"]
     validates = trainer["limit_val_batches"] != 0
     if trainer["max_epochs"] == -1 and trainer["max_steps"] == -1:
@@ -560,9 +634,35 @@ def _cross_checks(v: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     return out
 
 
-# Samples in each dataset: (training + validation, test).
+def _task_checks(v: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """The model must fit the dataset, and its settings must fit each other."""
+    data, model = v["data"], v["model"]
+    valid = VALID_ARCHS[data["dataset"]]
+    if model["arch"] not in valid:
+        options = " or ".join(f'"{arch}"' for arch in valid)
+        return [("model.arch", f'"{model["arch"]}" does not fit data.dataset = "{data["dataset"]}": choose {options}')]
+    out = []
+    if model["arch"] == "gpt" and model["n_embd"] % model["n_head"]:
+        out.append(("model.n_embd", f"expected a multiple of n_head ({model['n_head']}), got {model['n_embd']}"))
+    if (
+        model["arch"] == "cnn"
+        and data["dataset"] == "image_folder"
+        and data["image_size"] >> len(model["channels"]) == 0
+    ):
+        needed = 2 ** len(model["channels"])
+        out.append(
+            (
+                "data.image_size",
+                f"expected at least {needed}: each of the {len(model['channels'])} conv blocks halves it",
+            )
+        )
+    return out
+
+
+# Samples in each dataset: (training + validation, test); None where only the files know.
 DATASET_SIZES = {
     "mnist": lambda data: (60000, 10000),
+    "cifar10": lambda data: (50000, 10000),
     "synthetic": lambda data: (data["synthetic_samples"], data["synthetic_samples"] // 6),
 }
 
@@ -571,7 +671,7 @@ def _batch_count_checks(v: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     """Limits that select no batch at all, and a validation interval longer than an epoch, as train.py would find
     them at start-up for this spec's dataset and number of processes."""
     data, trainer, cluster = v["data"], v["trainer"], v["cluster"]
-    if v["debug"]["overfit_batches"]:
+    if v["debug"]["overfit_batches"] or data["dataset"] not in DATASET_SIZES:
         return []
     total, test = DATASET_SIZES[data["dataset"]](data)
     held_out = data["val_size"] or int(total * data["val_fraction"])
@@ -608,6 +708,11 @@ def _batch_count_checks(v: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
             )
         )
     return out
+
+
+def dataset_seeds(dataset: str) -> dict[str, Any]:
+    """The dotted keys `ltgen new --dataset D` sets besides data.dataset."""
+    return dict(DATASET_SEEDS.get(dataset, {}))
 
 
 def default_text(name: str) -> str:

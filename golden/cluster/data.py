@@ -1,9 +1,10 @@
-"""Data: MNIST (or MNIST-shaped synthetic data), held in memory and served a whole batch at a time.
+"""Data: MNIST (or synthetic images of the same shape).
 
-Indexing the tensors with a batch of indices costs one gather per batch, where a
-per-sample Dataset and collate would cost a Python call per sample.
+Images are held as uint8 and served a whole batch at a time, indexed
+with a batch of indices; prepare_batch() converts and normalizes them on the device.
 """
 
+import functools
 import gzip
 import hashlib
 import http.client
@@ -30,10 +31,39 @@ MNIST_MD5 = {  # of the gzipped files the mirrors serve
     "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
 }
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-DOWNLOAD_TIMEOUT = 5  # seconds a mirror may take to accept a connection or to send the next bytes
+DOWNLOAD_TIMEOUT = 5  # seconds a server may take to accept a connection or to send the next bytes
+# Per-channel mean and standard deviation of the MNIST training images, in [0, 1].
+MEAN, STD = (0.1307,), (0.3081,)
+IMAGE_SHAPE = (1, 28, 28)  # channels, height, width
 SYNTHETIC_SAMPLES = 12000  # training + validation; the test set is a sixth as large
 VAL_FRACTION = 0.1  # of the training set, held out for validation
+
+
+class InMemoryImages(Dataset):
+    """uint8 images and their labels, indexed with (batch seed, batch of indices)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, item: tuple[int, torch.Tensor]) -> list[torch.Tensor]:
+        seed, indices = item
+        if get_worker_info() is not None:
+            # Seed the worker per batch: random augmentation added here depends only on the batch (its seed, and
+            # its first sample, which differs between ranks), whatever the number of workers, and survives a resume.
+            torch.manual_seed(seed + int(indices[0]))
+            random.seed(seed + int(indices[0]))
+        return [self.images[indices], self.labels[indices]]
+
+    def subset(self, indices: torch.Tensor) -> "InMemoryImages":
+        return InMemoryImages(self.images[indices], self.labels[indices])
+
+
+def damaged(path: Path, problem: str) -> SystemExit:
+    """The error for a data file that cannot be used: which file, what is wrong, what to do."""
+    return SystemExit(f"{path} is damaged: {problem}. Delete it and run again to download it afresh.")
 
 
 def find_mnist_file(data_dir: Path, name: str) -> Path | None:
@@ -79,11 +109,6 @@ def download_mnist(data_dir: Path) -> None:
         )
 
 
-def damaged(path: Path, problem: str) -> SystemExit:
-    """The error for a data file that cannot be used: which file, what is wrong, what to do."""
-    return SystemExit(f"{path} is damaged: {problem}. Delete it and run again to download it afresh.")
-
-
 def read_idx(path: Path) -> torch.Tensor:
     """Read an IDX file (MNIST's format: 2 zero bytes, a type byte, the rank, big-endian sizes, raw data)."""
     raw = path.read_bytes()
@@ -107,7 +132,7 @@ def read_idx(path: Path) -> torch.Tensor:
 
 
 def load_mnist(data_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (normalized, N x 1 x 28 x 28) and labels of the "train" or "t10k" split."""
+    """Images (uint8, N x 1 x 28 x 28) and labels of the "train" or "t10k" split."""
     paths = {
         kind: find_mnist_file(data_dir, f"{split}-{kind}-idx{rank}-ubyte")
         for kind, rank in (("images", 3), ("labels", 1))
@@ -130,62 +155,72 @@ def load_mnist(data_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
             f"{paths['images']} holds {len(images)} images but {paths['labels']} holds {len(labels)} labels. "
             "Delete both and run again to download them afresh."
         )
-    images = images.float().div_(255).sub_(MNIST_MEAN).div_(MNIST_STD).unsqueeze(1)
-    return images, labels.long()
+    return images.unsqueeze(1), labels.long()
 
 
 def synthetic(num_samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """MNIST-shaped random images: each of the 10 classes is a fixed pattern under heavy noise."""
+    """Random uint8 images of IMAGE_SHAPE: each of 10 classes is a fixed pattern under heavy noise."""
     generator = torch.Generator().manual_seed(seed)
-    patterns = torch.randn(10, 1, 28, 28, generator=generator)
+    patterns = torch.randn(10, *IMAGE_SHAPE, generator=generator)
     labels = torch.randint(0, 10, (num_samples,), generator=generator)
-    return patterns[labels] + 4 * torch.randn(num_samples, 1, 28, 28, generator=generator), labels
+    images = patterns[labels] + 4 * torch.randn(num_samples, *IMAGE_SHAPE, generator=generator)
+    return (images * 16 + 128).clamp_(0, 255).to(torch.uint8), labels
 
 
-class InMemoryDataset(Dataset):
-    """Images and labels in memory, indexed with (seed, batch of indices)."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, item: tuple[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        seed, indices = item
-        if get_worker_info() is not None:
-            # Seed a worker per batch: random augmentation added here depends only on
-            # (seed, epoch, batch), whatever the number of workers, and survives a resume.
-            torch.manual_seed(seed)
-            random.seed(seed)
-        return self.images[indices], self.labels[indices]
-
-
-def make_datasets(dataset: str, data_dir: Path, seed: int) -> tuple[Dataset, Dataset, Dataset]:
-    """Train, validation and test sets. The validation split depends only on the seed."""
+def make_datasets(dataset: str, data_dir: Path, seed: int) -> tuple[Dataset, Dataset, Dataset, dict]:
+    """Train, validation and test sets, and what the model and predict.py need to know of the data (saved in
+    checkpoints). The validation split depends only on the seed."""
     if dataset == "synthetic":
         images, labels = synthetic(SYNTHETIC_SAMPLES + SYNTHETIC_SAMPLES // 6, seed)
         (images, test_images), (labels, test_labels) = images.split(SYNTHETIC_SAMPLES), labels.split(SYNTHETIC_SAMPLES)
+        classes = [str(label) for label in range(10)]
     elif dataset == "mnist":
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            download_mnist(data_dir)
+        if dist.is_initialized():
+            dist.barrier()  # the other ranks wait for rank 0's download
         (images, labels), (test_images, test_labels) = load_mnist(data_dir, "train"), load_mnist(data_dir, "t10k")
+        classes = [str(label) for label in range(10)]
     else:
         raise SystemExit(f"unknown dataset {dataset!r}: choose mnist or synthetic")
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    n_val = int(len(labels) * VAL_FRACTION)
-    val_indices, train_indices = order[:n_val], order[n_val:]
+    train_set, val_set = split(InMemoryImages(images, labels), seed)
     return (
-        InMemoryDataset(images[train_indices], labels[train_indices]),
-        InMemoryDataset(images[val_indices], labels[val_indices]),
-        InMemoryDataset(test_images, test_labels),
+        train_set,
+        val_set,
+        InMemoryImages(test_images, test_labels),
+        {"input_shape": list(IMAGE_SHAPE), "num_outputs": len(classes), "classes": classes},
     )
 
 
-class EpochBatches(Sampler):
-    """This process's batches of indices for one epoch, from batch `start` on.
+def split(data: InMemoryImages, seed: int) -> tuple[Dataset, Dataset]:
+    """(training, validation): a random share of `data` held out, the same for a given seed."""
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    n_val = int(len(data) * VAL_FRACTION)
+    return data.subset(order[n_val:]), data.subset(order[:n_val])
 
-    The order is a function of (seed, epoch) alone, so a resumed run skips the batches it
-    already trained on without loading them. Under DDP each rank takes every world_size-th
-    index; with `pad`, a few indices repeat so that every rank gets as many batches.
+
+@functools.cache
+def normalization(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """MEAN and STD in uint8 units, on `device`, shaped to broadcast over a batch: made once per device (a tensor
+    made from a list on the GPU for every batch would wait for the GPU each time)."""
+    return (255 * torch.tensor(MEAN).view(-1, 1, 1)).to(device), (255 * torch.tensor(STD).view(-1, 1, 1)).to(device)
+
+
+def prepare_batch(batch: list[torch.Tensor], seed: int, train: bool) -> list[torch.Tensor]:
+    """Finish a batch on its device: uint8 to float, normalized."""
+    images, labels = batch
+    mean, std = normalization(images.device)
+    images = (images.float() - mean) / std
+    return [images, labels]
+
+
+class EpochBatches(Sampler):
+    """This process's batches of indices for one epoch, from batch `start` on, each with the seed of
+    whatever is random in it (augmentation, sampled windows).
+
+    Order and seeds are a function of (seed, epoch) alone, so a resumed run skips the batches it
+    already trained on without loading them, and draws the same random numbers for the rest. Under DDP each rank
+    takes every world_size-th index; with `pad`, a few indices repeat so that every rank gets as many batches.
     """
 
     def __init__(
@@ -209,29 +244,58 @@ class EpochBatches(Sampler):
     def __len__(self) -> int:
         return math.ceil(self.share / self.batch_size)
 
-    def __iter__(self) -> Iterator:
+    def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(self.size, generator=generator) if self.shuffle else torch.arange(self.size)
         order = order.repeat(2)[self.rank : self.rank + self.share * self.world_size : self.world_size]
-        seeds = torch.randint(2**62, (len(self), self.world_size), generator=generator)[:, self.rank].tolist()
+        # Python's generator, seeded with a string (hashed the same in every process). Every rank draws the same
+        # seeds: the random numbers of a batch are drawn for the whole global batch, so N ranks train on exactly
+        # what one process with an N times larger batch would.
+        batch_seeds = random.Random(f"{self.seed}/{self.epoch}")
+        seeds = [batch_seeds.getrandbits(63) for _ in range(len(self))]
         for i in range(self.start, len(self)):
             yield seeds[i], order[i * self.batch_size : (i + 1) * self.batch_size]
 
 
+class Batches:
+    """A dataset's batches in the sampler's order, moved to the device and finished there by prepare_batch.
+    Worker processes ([data] num_workers) assemble them; the device work stays in this process.
+    """
+
+    def __init__(
+        self, dataset: Dataset, sampler: EpochBatches, device: torch.device, train: bool, num_workers: int
+    ) -> None:
+        self.sampler, self.device, self.train = sampler, device, train
+        # batch_size=None: the sampler yields whole batches. A generator of its own keeps the loader from
+        # drawing on the global random state, which a resumed run must find exactly as it was.
+        self.loader = DataLoader(
+            dataset,
+            sampler=sampler,
+            batch_size=None,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator(),
+            num_workers=num_workers,
+            persistent_workers=True,
+        )
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+        # The sampler is a pure function of (seed, epoch): iterated beside the workers, it gives each batch's seed.
+        for (seed, _), batch in zip(self.sampler, self.loader):
+            yield prepare_batch([t.to(self.device, non_blocking=True) for t in batch], seed, self.train)
+
+
 def make_loader(
-    dataset: Dataset, batch_size: int, seed: int, device: torch.device, num_workers: int, shuffle: bool
-) -> DataLoader:
-    """Whole batches of this rank's share; the shuffled (training) set is padded to divide evenly across ranks."""
+    dataset: Dataset, batch_size: int, seed: int, device: torch.device, num_workers: int, train: bool
+) -> Batches:
+    """Whole batches on the device; `train`: shuffled, and padded to divide evenly across ranks."""
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    batches = EpochBatches(len(dataset), batch_size, shuffle, seed, rank, world_size, pad=shuffle)
-    # batch_size=None: the sampler yields whole batches. A generator of its own keeps the loader
-    # from drawing on the global random state, which a resumed run must find exactly as it was.
-    return DataLoader(
+    return Batches(
         dataset,
-        sampler=batches,
-        batch_size=None,
-        pin_memory=device.type == "cuda",
-        generator=torch.Generator(),
-        num_workers=num_workers,
-        persistent_workers=True,
+        EpochBatches(len(dataset), batch_size, train, seed, rank, world_size, pad=train),
+        device,
+        train,
+        num_workers,
     )

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 import checkpoint
 import flags
-from data import download_mnist, make_datasets, make_loader
+from data import make_datasets, make_loader
 from distributed import leave_process_group, print0, setup
 from model import build_model, summary
 from steps import configure_optimizers, test_step, training_step, validation_step
@@ -37,7 +37,7 @@ from steps import configure_optimizers, test_step, training_step, validation_ste
 class Config:
     """The run's settings, from ltgen.toml. Each is also a flag: --max-epochs 3, --no-progress-bar."""
 
-    dataset: str = "mnist"  # "mnist" | "synthetic" (MNIST-shaped random data, no files)
+    dataset: str = "mnist"  # "mnist", or "synthetic": generated data of its shapes (no files)
     data_dir: str = "data"  # datasets are read (and downloaded) here
     out_dir: str = "outputs"  # logs and checkpoints go here
     batch_size: int = 64  # per process
@@ -75,7 +75,6 @@ def evaluate(
     totals: dict[str, torch.Tensor] = {}
     count = 0
     for batch in itertools.islice(loader, batches):
-        batch = [t.to(device, non_blocking=True) for t in batch]
         with torch.autocast(device.type, dtype=torch.bfloat16):
             metrics = step_fn(model, batch)
         for name, value in metrics.items():
@@ -122,16 +121,12 @@ def main() -> None:
         args.resume = "last"  # SLURM requeued this job: carry on where it stopped
 
     # Data. The batch order depends only on (seed, epoch), so a run can resume mid-epoch.
-    if cfg.dataset == "mnist" and rank == 0:
-        download_mnist(Path(cfg.data_dir))
-    if dist.is_initialized():
-        dist.barrier()  # the other ranks wait for rank 0's download
-    train_set, val_set, test_set = make_datasets(cfg.dataset, Path(cfg.data_dir), cfg.seed)
-    train_loader = make_loader(train_set, cfg.batch_size, cfg.seed, device, cfg.num_workers, shuffle=True)
+    train_set, val_set, test_set, data_info = make_datasets(cfg.dataset, Path(cfg.data_dir), cfg.seed)
+    train_loader = make_loader(train_set, cfg.batch_size, cfg.seed, device, cfg.num_workers, train=True)
     n_train = flags.num_batches(cfg.limit_train_batches, len(train_loader), "limit-train-batches")
-    val_loader = make_loader(val_set, cfg.batch_size, cfg.seed, device, cfg.num_workers, shuffle=False)
+    val_loader = make_loader(val_set, cfg.batch_size, cfg.seed, device, cfg.num_workers, train=False)
     n_val = flags.num_batches(cfg.limit_val_batches, len(val_loader), "limit-val-batches")
-    test_loader = make_loader(test_set, cfg.batch_size, cfg.seed, device, cfg.num_workers, shuffle=False)
+    test_loader = make_loader(test_set, cfg.batch_size, cfg.seed, device, cfg.num_workers, train=False)
     found = checkpoint.find(args.resume, ckpt_dir) if args.resume else None
     # The schedule's length, as Lightning's estimated_stepping_batches: whichever limit ends training first.
     total_steps = min(n for n in (cfg.max_epochs * n_train, cfg.max_steps) if n > 0)
@@ -142,7 +137,7 @@ def main() -> None:
     # Model and optimizer.
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    raw_model = build_model().to(device)
+    raw_model = build_model(data_info, device)
     optimizer, scheduler = configure_optimizers(raw_model, cfg.lr, total_steps)
     print0(summary(raw_model))
     # Ranks built the same model (DDP broadcasts rank 0's anyway); now each draws its own dropout masks.
@@ -165,6 +160,7 @@ def main() -> None:
             "top_k": top_k,
             "rng": checkpoint.gather_rng_states(device),
             "config": dataclasses.asdict(cfg),
+            "data_info": data_info,  # what predict.py needs to know of the data
         }
         if write:
             checkpoint.save(state, ckpt_dir / name)
@@ -174,7 +170,7 @@ def main() -> None:
         print0(f"--resume last: no checkpoint in {ckpt_dir} yet, starting fresh")
     elif found:
         state, path = found
-        checkpoint.check_compatible(state, raw_model, dataclasses.asdict(cfg), path)
+        checkpoint.check_compatible(state, raw_model, dataclasses.asdict(cfg), data_info, path)
         raw_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -208,7 +204,6 @@ def main() -> None:
         for batch_idx, batch in enumerate(train_loader, start=batch_in_epoch):
             if batch_idx >= n_train:
                 break
-            batch = [t.to(device, non_blocking=True) for t in batch]
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 loss = training_step(model, batch)
             loss.backward()

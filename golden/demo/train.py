@@ -39,7 +39,7 @@ from steps import (
 class Config:
     """The run's settings, from ltgen.toml. Each is also a flag: --max-epochs 3, --no-progress-bar."""
 
-    dataset: str = "synthetic"  # "mnist" | "synthetic" (MNIST-shaped random data, no files)
+    dataset: str = "synthetic"  # "synthetic": generated data (no files)
     out_dir: str = "outputs"  # logs and checkpoints go here
     batch_size: int = 64  # per process
     lr: float = 0.001  # the learning rate (the peak, with a schedule)
@@ -81,7 +81,6 @@ def evaluate(
     totals: dict[str, torch.Tensor] = {}
     count = 0
     for batch in itertools.islice(loader, batches):
-        batch = [t.to(device, non_blocking=True) for t in batch]
         with torch.autocast(device.type, dtype=torch.bfloat16):
             metrics = step_fn(model, batch)
         for name, value in metrics.items():
@@ -133,12 +132,12 @@ def main() -> None:
         checkpoint.remove_temporaries(ckpt_dir)
 
     # Data. The batch order depends only on (seed, epoch), so a run can resume mid-epoch.
-    train_set, val_set, test_set = make_datasets(cfg.dataset, cfg.seed)
-    train_loader = make_loader(train_set, cfg.batch_size, cfg.seed, device, shuffle=True)
+    train_set, val_set, test_set, data_info = make_datasets(cfg.dataset, cfg.seed)
+    train_loader = make_loader(train_set, cfg.batch_size, cfg.seed, device, train=True)
     n_train = flags.num_batches(cfg.limit_train_batches, len(train_loader), "limit-train-batches")
-    val_loader = make_loader(val_set, cfg.batch_size, cfg.seed, device, shuffle=False)
+    val_loader = make_loader(val_set, cfg.batch_size, cfg.seed, device, train=False)
     n_val = flags.num_batches(cfg.limit_val_batches, len(val_loader), "limit-val-batches")
-    test_loader = make_loader(test_set, cfg.batch_size, cfg.seed, device, shuffle=False)
+    test_loader = make_loader(test_set, cfg.batch_size, cfg.seed, device, train=False)
     found = checkpoint.find(args.resume, ckpt_dir) if args.resume else None
     # The schedule's length, as Lightning's estimated_stepping_batches: whichever limit ends training first.
     total_steps = min(
@@ -151,7 +150,7 @@ def main() -> None:
     # Model and optimizer.
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    model = build_model().to(device)
+    model = build_model(data_info, device)
     optimizer, scheduler = configure_optimizers(model, cfg.lr, total_steps)
     print(summary(model))
 
@@ -177,6 +176,7 @@ def main() -> None:
             "top_k": top_k,
             "rng": checkpoint.gather_rng_states(device),
             "config": dataclasses.asdict(cfg),
+            "data_info": data_info,  # what predict.py needs to know of the data
         }
         if write:
             checkpoint.save(state, ckpt_dir / name)
@@ -186,7 +186,7 @@ def main() -> None:
         print(f"--resume last: no checkpoint in {ckpt_dir} yet, starting fresh")
     elif found:
         state, path = found
-        checkpoint.check_compatible(state, model, dataclasses.asdict(cfg), path)
+        checkpoint.check_compatible(state, model, dataclasses.asdict(cfg), data_info, path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -224,7 +224,6 @@ def main() -> None:
         for batch_idx, batch in enumerate(train_loader, start=batch_in_epoch):
             if batch_idx >= n_train:
                 break
-            batch = [t.to(device, non_blocking=True) for t in batch]
             step_now = batch_idx + 1 == n_train or (batch_idx + 1) % cfg.accumulate_grad_batches == 0
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 loss = training_step(model, batch)

@@ -1,13 +1,19 @@
-"""The model: an MLP, 784 -> 128 -> 10, ReLU."""
+"""The model: an MLP with hidden layers of 128 units, ReLU."""
 
+import math
+
+import torch
 from torch import nn
 
+HIDDEN_SIZES = [128]  # [model] hidden_sizes
 
-def build_model() -> nn.Module:
-    """A fresh, randomly initialized model for 1 x 28 x 28 images and 10 classes."""
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(784, 128),
-        nn.ReLU(),
-        nn.Linear(128, 10),
-    )
+
+def build_model(data_info: dict, device: torch.device) -> nn.Module:
+    """A fresh, randomly initialized MLP for data_info's input shape and number of outputs, on `device`."""
+    width = math.prod(data_info["input_shape"])
+    layers: list[nn.Module] = [nn.Flatten()]
+    for hidden in HIDDEN_SIZES:
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    layers.append(nn.Linear(width, data_info["num_outputs"]))
+    return nn.Sequential(*layers).to(device)

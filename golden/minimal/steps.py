@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Batch = list[torch.Tensor]  # [images, labels], already on the device
+Batch = list[torch.Tensor]  # [images, labels], on the device, normalized
 
 
 def training_step(model: nn.Module, batch: Batch) -> torch.Tensor:

@@ -23,7 +23,7 @@ from steps import configure_optimizers, test_step, training_step, validation_ste
 class Config:
     """The run's settings, from ltgen.toml. Each is also a flag: --max-epochs 3, --no-progress-bar."""
 
-    dataset: str = "synthetic"  # "mnist" | "synthetic" (MNIST-shaped random data, no files)
+    dataset: str = "synthetic"  # "synthetic": generated data (no files)
     batch_size: int = 64  # per process
     lr: float = 0.001  # the learning rate (the peak, with a schedule)
     max_epochs: int = 10  # -1: no limit (then set max_steps)
@@ -52,7 +52,6 @@ def evaluate(
     totals: dict[str, torch.Tensor] = {}
     count = 0
     for batch in itertools.islice(loader, batches):
-        batch = [t.to(device, non_blocking=True) for t in batch]
         metrics = step_fn(model, batch)
         for name, value in metrics.items():
             totals[name] = totals.get(name, 0.0) + value.detach().float() * len(batch[0])
@@ -78,17 +77,17 @@ def main() -> None:
         )
 
     # Data.
-    train_set, val_set, test_set = make_datasets(cfg.dataset, cfg.seed)
-    train_loader = make_loader(train_set, cfg.batch_size, cfg.seed, device, shuffle=True)
+    train_set, val_set, test_set, data_info = make_datasets(cfg.dataset, cfg.seed)
+    train_loader = make_loader(train_set, cfg.batch_size, cfg.seed, device, train=True)
     n_train = flags.num_batches(cfg.limit_train_batches, len(train_loader), "limit-train-batches")
-    val_loader = make_loader(val_set, cfg.batch_size, cfg.seed, device, shuffle=False)
+    val_loader = make_loader(val_set, cfg.batch_size, cfg.seed, device, train=False)
     n_val = flags.num_batches(cfg.limit_val_batches, len(val_loader), "limit-val-batches")
-    test_loader = make_loader(test_set, cfg.batch_size, cfg.seed, device, shuffle=False)
+    test_loader = make_loader(test_set, cfg.batch_size, cfg.seed, device, train=False)
 
     # Model and optimizer.
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    model = build_model().to(device)
+    model = build_model(data_info, device)
     optimizer = configure_optimizers(model, cfg.lr)
 
     # Where training stands.
@@ -101,7 +100,6 @@ def main() -> None:
         for batch_idx, batch in enumerate(train_loader):
             if batch_idx >= n_train:
                 break
-            batch = [t.to(device, non_blocking=True) for t in batch]
             loss = training_step(model, batch)
             loss.backward()
             optimizer.step()

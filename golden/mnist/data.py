@@ -1,13 +1,15 @@
-"""Data: MNIST (or MNIST-shaped synthetic data), held in memory and served a whole batch at a time.
+"""Data: MNIST (or synthetic images of the same shape).
 
-Indexing the tensors with a batch of indices costs one gather per batch, where a
-per-sample Dataset and collate would cost a Python call per sample.
+Images are held as uint8 and served a whole batch at a time, indexed
+with a batch of indices; prepare_batch() converts and normalizes them on the device.
 """
 
+import functools
 import gzip
 import hashlib
 import http.client
 import math
+import random
 import struct
 import sys
 import urllib.request
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Dataset, Sampler, TensorDataset
+from torch.utils.data import Dataset, Sampler
 
 MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -29,10 +31,34 @@ MNIST_MD5 = {  # of the gzipped files the mirrors serve
     "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
 }
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-DOWNLOAD_TIMEOUT = 5  # seconds a mirror may take to accept a connection or to send the next bytes
+DOWNLOAD_TIMEOUT = 5  # seconds a server may take to accept a connection or to send the next bytes
+# Per-channel mean and standard deviation of the MNIST training images, in [0, 1].
+MEAN, STD = (0.1307,), (0.3081,)
+IMAGE_SHAPE = (1, 28, 28)  # channels, height, width
 SYNTHETIC_SAMPLES = 12000  # training + validation; the test set is a sixth as large
 VAL_FRACTION = 0.1  # of the training set, held out for validation
+
+
+class InMemoryImages(Dataset):
+    """uint8 images and their labels, indexed with (batch seed, batch of indices)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, item: tuple[int, torch.Tensor]) -> list[torch.Tensor]:
+        _, indices = item
+        return [self.images[indices], self.labels[indices]]
+
+    def subset(self, indices: torch.Tensor) -> "InMemoryImages":
+        return InMemoryImages(self.images[indices], self.labels[indices])
+
+
+def damaged(path: Path, problem: str) -> SystemExit:
+    """The error for a data file that cannot be used: which file, what is wrong, what to do."""
+    return SystemExit(f"{path} is damaged: {problem}. Delete it and run again to download it afresh.")
 
 
 def find_mnist_file(data_dir: Path, name: str) -> Path | None:
@@ -78,11 +104,6 @@ def download_mnist(data_dir: Path) -> None:
         )
 
 
-def damaged(path: Path, problem: str) -> SystemExit:
-    """The error for a data file that cannot be used: which file, what is wrong, what to do."""
-    return SystemExit(f"{path} is damaged: {problem}. Delete it and run again to download it afresh.")
-
-
 def read_idx(path: Path) -> torch.Tensor:
     """Read an IDX file (MNIST's format: 2 zero bytes, a type byte, the rank, big-endian sizes, raw data)."""
     raw = path.read_bytes()
@@ -106,7 +127,7 @@ def read_idx(path: Path) -> torch.Tensor:
 
 
 def load_mnist(data_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (normalized, N x 1 x 28 x 28) and labels of the "train" or "t10k" split."""
+    """Images (uint8, N x 1 x 28 x 28) and labels of the "train" or "t10k" split."""
     paths = {
         kind: find_mnist_file(data_dir, f"{split}-{kind}-idx{rank}-ubyte")
         for kind, rank in (("images", 3), ("labels", 1))
@@ -129,43 +150,72 @@ def load_mnist(data_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
             f"{paths['images']} holds {len(images)} images but {paths['labels']} holds {len(labels)} labels. "
             "Delete both and run again to download them afresh."
         )
-    images = images.float().div_(255).sub_(MNIST_MEAN).div_(MNIST_STD).unsqueeze(1)
-    return images, labels.long()
+    return images.unsqueeze(1), labels.long()
 
 
 def synthetic(num_samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """MNIST-shaped random images: each of the 10 classes is a fixed pattern under heavy noise."""
+    """Random uint8 images of IMAGE_SHAPE: each of 10 classes is a fixed pattern under heavy noise."""
     generator = torch.Generator().manual_seed(seed)
-    patterns = torch.randn(10, 1, 28, 28, generator=generator)
+    patterns = torch.randn(10, *IMAGE_SHAPE, generator=generator)
     labels = torch.randint(0, 10, (num_samples,), generator=generator)
-    return patterns[labels] + 4 * torch.randn(num_samples, 1, 28, 28, generator=generator), labels
+    images = patterns[labels] + 4 * torch.randn(num_samples, *IMAGE_SHAPE, generator=generator)
+    return (images * 16 + 128).clamp_(0, 255).to(torch.uint8), labels
 
 
-def make_datasets(dataset: str, data_dir: Path, seed: int) -> tuple[Dataset, Dataset, Dataset]:
-    """Train, validation and test sets. The validation split depends only on the seed."""
+def make_datasets(dataset: str, data_dir: Path, seed: int) -> tuple[Dataset, Dataset, Dataset, dict]:
+    """Train, validation and test sets, and what the model and predict.py need to know of the data (saved in
+    checkpoints). The validation split depends only on the seed."""
     if dataset == "synthetic":
         images, labels = synthetic(SYNTHETIC_SAMPLES + SYNTHETIC_SAMPLES // 6, seed)
         (images, test_images), (labels, test_labels) = images.split(SYNTHETIC_SAMPLES), labels.split(SYNTHETIC_SAMPLES)
+        classes = [str(label) for label in range(10)]
     elif dataset == "mnist":
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            download_mnist(data_dir)
+        if dist.is_initialized():
+            dist.barrier()  # the other ranks wait for rank 0's download
         (images, labels), (test_images, test_labels) = load_mnist(data_dir, "train"), load_mnist(data_dir, "t10k")
+        classes = [str(label) for label in range(10)]
     else:
         raise SystemExit(f"unknown dataset {dataset!r}: choose mnist or synthetic")
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    n_val = int(len(labels) * VAL_FRACTION)
-    val_indices, train_indices = order[:n_val], order[n_val:]
+    train_set, val_set = split(InMemoryImages(images, labels), seed)
     return (
-        TensorDataset(images[train_indices], labels[train_indices]),
-        TensorDataset(images[val_indices], labels[val_indices]),
-        TensorDataset(test_images, test_labels),
+        train_set,
+        val_set,
+        InMemoryImages(test_images, test_labels),
+        {"input_shape": list(IMAGE_SHAPE), "num_outputs": len(classes), "classes": classes},
     )
 
 
-class EpochBatches(Sampler):
-    """This process's batches of indices for one epoch, from batch `start` on.
+def split(data: InMemoryImages, seed: int) -> tuple[Dataset, Dataset]:
+    """(training, validation): a random share of `data` held out, the same for a given seed."""
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    n_val = int(len(data) * VAL_FRACTION)
+    return data.subset(order[n_val:]), data.subset(order[:n_val])
 
-    The order is a function of (seed, epoch) alone, so a resumed run skips the batches it
-    already trained on without loading them. Under DDP each rank takes every world_size-th
-    index; with `pad`, a few indices repeat so that every rank gets as many batches.
+
+@functools.cache
+def normalization(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """MEAN and STD in uint8 units, on `device`, shaped to broadcast over a batch: made once per device (a tensor
+    made from a list on the GPU for every batch would wait for the GPU each time)."""
+    return (255 * torch.tensor(MEAN).view(-1, 1, 1)).to(device), (255 * torch.tensor(STD).view(-1, 1, 1)).to(device)
+
+
+def prepare_batch(batch: list[torch.Tensor], seed: int, train: bool) -> list[torch.Tensor]:
+    """Finish a batch on its device: uint8 to float, normalized."""
+    images, labels = batch
+    mean, std = normalization(images.device)
+    images = (images.float() - mean) / std
+    return [images, labels]
+
+
+class EpochBatches(Sampler):
+    """This process's batches of indices for one epoch, from batch `start` on, each with the seed of
+    whatever is random in it (augmentation, sampled windows).
+
+    Order and seeds are a function of (seed, epoch) alone, so a resumed run skips the batches it
+    already trained on without loading them, and draws the same random numbers for the rest. Under DDP each rank
+    takes every world_size-th index; with `pad`, a few indices repeat so that every rank gets as many batches.
     """
 
     def __init__(
@@ -189,33 +239,43 @@ class EpochBatches(Sampler):
     def __len__(self) -> int:
         return math.ceil(self.share / self.batch_size)
 
-    def __iter__(self) -> Iterator:
+    def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(self.size, generator=generator) if self.shuffle else torch.arange(self.size)
         order = order.repeat(2)[self.rank : self.rank + self.share * self.world_size : self.world_size]
+        # Python's generator, seeded with a string (hashed the same in every process). Every rank draws the same
+        # seeds: the random numbers of a batch are drawn for the whole global batch, so N ranks train on exactly
+        # what one process with an N times larger batch would.
+        batch_seeds = random.Random(f"{self.seed}/{self.epoch}")
+        seeds = [batch_seeds.getrandbits(63) for _ in range(len(self))]
         for i in range(self.start, len(self)):
-            yield order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield seeds[i], order[i * self.batch_size : (i + 1) * self.batch_size]
 
 
-class BatchLoader:
-    """Whole batches of an in-memory dataset, in the sampler's order: a DataLoader without workers, minus
-    its per-batch bookkeeping (about 15 us a batch, 5% of a step for a tiny model on a CPU). For worker
-    processes, set [data] num_workers in ltgen.toml: the loader becomes a DataLoader."""
+class Batches:
+    """A dataset's batches in the sampler's order, moved to the device and finished there by prepare_batch.
+    A DataLoader without workers, minus its per-batch bookkeeping (about 15 us a batch, 5% of a step for a
+    tiny model on a CPU). For worker processes, set [data] num_workers in ltgen.toml.
+    """
 
-    def __init__(self, dataset: TensorDataset, sampler: EpochBatches, pin_memory: bool) -> None:
-        self.dataset, self.sampler, self.pin_memory = dataset, sampler, pin_memory
+    def __init__(self, dataset: Dataset, sampler: EpochBatches, device: torch.device, train: bool) -> None:
+        self.dataset, self.sampler, self.device, self.train = dataset, sampler, device, train
+        self.pin_memory = device.type == "cuda"
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[list[torch.Tensor]]:
-        for indices in self.sampler:
-            batch = self.dataset[indices]
-            yield [t.pin_memory() for t in batch] if self.pin_memory else list(batch)
+        for seed, indices in self.sampler:
+            batch = self.dataset[seed, indices]
+            if self.pin_memory:
+                batch = [t.pin_memory() for t in batch]
+            yield prepare_batch([t.to(self.device, non_blocking=True) for t in batch], seed, self.train)
 
 
-def make_loader(dataset: Dataset, batch_size: int, seed: int, device: torch.device, shuffle: bool) -> BatchLoader:
-    """Whole batches of this rank's share; the shuffled (training) set is padded to divide evenly across ranks."""
+def make_loader(dataset: Dataset, batch_size: int, seed: int, device: torch.device, train: bool) -> Batches:
+    """Whole batches on the device; `train`: shuffled, and padded to divide evenly across ranks."""
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    batches = EpochBatches(len(dataset), batch_size, shuffle, seed, rank, world_size, pad=shuffle)
-    return BatchLoader(dataset, batches, pin_memory=device.type == "cuda")
+    return Batches(
+        dataset, EpochBatches(len(dataset), batch_size, train, seed, rank, world_size, pad=train), device, train
+    )
