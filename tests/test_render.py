@@ -245,3 +245,53 @@ def test_every_variant_runs_a_fast_dev_run(variant_projects: dict[str, Path], na
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert not (variant_projects[name] / "outputs").exists()
+
+
+OTHER_TASKS_KEYS = {
+    "data.image_size": 96,
+    "data.in_memory": False,
+    "data.text_file": "other.txt",
+    "data.block_size": 64,
+    "data.samples_per_epoch": 5,
+    "data.csv_file": "other.csv",
+    "data.target": "label",
+    "data.task": "regression",
+    "data.input_shape": [7],
+    "data.num_classes": 3,
+    "model.depth": 34,
+    "model.width": 16,
+    "model.n_layer": 2,
+    "model.n_head": 2,
+    "model.n_embd": 32,
+    "model.bias": True,
+    "model.channels": [4],
+}
+
+
+@pytest.mark.parametrize(
+    ("task", "own"),
+    [
+        ({"data.dataset": "mnist", "model.arch": "mlp"}, []),
+        ({"data.dataset": "cifar10", "model.arch": "resnet"}, ["model.depth", "model.width"]),
+        (
+            {"data.dataset": "text", "model.arch": "gpt"},
+            [
+                "data.text_file",
+                "data.block_size",
+                "data.samples_per_epoch",
+                "model.n_layer",
+                "model.n_head",
+                "model.n_embd",
+            ]
+            + ["model.bias"],
+        ),
+        ({"data.dataset": "csv", "model.arch": "mlp"}, ["data.csv_file", "data.target", "data.task"]),
+        ({"data.dataset": "custom", "model.arch": "custom"}, ["data.input_shape", "data.num_classes"]),
+    ],
+)
+def test_keys_of_other_tasks_emit_no_code(task: dict[str, Any], own: list[str]) -> None:
+    """Switching tasks is a one-line edit: the keys of the tasks not selected stay in ltgen.toml, and change nothing."""
+    others = {key: value for key, value in OTHER_TASKS_KEYS.items() if key not in own}
+    assert rendered(spec_text("p", task)) == rendered(spec_text("p", {**task, **others}))
+    if own:  # and the task's own keys do reach its code
+        assert rendered(spec_text("p", task)) != rendered(spec_text("p", {**task, **OTHER_TASKS_KEYS}))

@@ -208,7 +208,7 @@ def test_predict_fails_clearly_without_a_checkpoint_or_without_pillow(
 ) -> None:
     Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
     nothing = run_python(folder_project, "predict.py", str(tmp_path / "x.png"), "--out-dir", str(tmp_path / "none"))
-    fails_clearly(nothing, f"No checkpoint at {tmp_path / 'none/checkpoints/last.pt'}", "--checkpoint")
+    fails_clearly(nothing, f"No checkpoint in {tmp_path / 'none/checkpoints'}/", "--checkpoint")
     bad = run_python(folder_project, "predict.py", str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "x.png"))
     fails_clearly(bad, "x.png: cannot load it")
 

@@ -88,6 +88,25 @@ def step_in_name(path: Path) -> int:
     return int(match[1]) if match else -1
 
 
+def for_inference(path: Path | None, ckpt_dir: Path) -> tuple[dict, Path]:
+    """The checkpoint predict.py and sample.py use, and its path: `path`, or else the best in the top-k list of the
+    newest checkpoint in ckpt_dir that loads. One line and exit 1 when there is none."""
+    if path is None:
+        found = find("last", ckpt_dir)  # last.pt, or else the newest checkpoint that loads
+        if found is None:
+            raise SystemExit(f"No checkpoint in {ckpt_dir}/: train first (python train.py), or pass --checkpoint FILE")
+        newest, path = found
+        if newest.get("top_k") and (ckpt_dir / newest["top_k"][0][1]).is_file():
+            path = ckpt_dir / newest["top_k"][0][1]
+    try:
+        state = load(path)
+    except LOAD_ERRORS as error:
+        raise SystemExit(f"{path}: cannot load it ({why(error)}); pass a checkpoint train.py saved") from None
+    if "data_info" not in state:
+        raise SystemExit(f"{path} has no data_info, which the model is built from: an older train.py saved it")
+    return state, path
+
+
 def find(resume: str, ckpt_dir: Path) -> tuple[dict, Path] | None:
     """The checkpoint to resume from: the file `resume`, or for "last" the newest one in ckpt_dir that loads:
     last.pt, else the last.pt before it, else the other checkpoints (top-k), highest step first."""

@@ -10,7 +10,6 @@ probabilities, separated by tabs. Unreadable files are reported on stderr and sk
 """
 
 import argparse
-import pickle
 import sys
 from pathlib import Path
 
@@ -21,12 +20,11 @@ try:
 except ImportError:  # Pillow is only needed here, to read image files; training does not use it
     Image = None
 
+import checkpoint
 from data import prepare_batch
 from model import build_model
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-# What torch.load raises on a file that is not a checkpoint, cut short, or that pickles Python objects.
-LOAD_ERRORS = (OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError)
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,41 +41,6 @@ def parse_args() -> argparse.Namespace:
     if args.batch_size < 1 or args.top < 1:
         parser.error("--batch-size and --top must be >= 1")
     return args
-
-
-def first_line(error: Exception) -> str:
-    """An error in one line: torch's messages run to paragraphs (and for a file that weights_only=True refuses,
-    suggest weights_only=False, which would run any code the file holds)."""
-    if isinstance(error, pickle.UnpicklingError):
-        return "not a checkpoint train.py saved: damaged, or it pickles Python objects, which could run code"
-    if isinstance(error, EOFError):
-        return "empty or cut short"
-    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
-
-
-def load(path: Path) -> dict:
-    """A checkpoint's contents, loaded with weights_only=True (tensors, numbers, strings, lists and dicts only)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except LOAD_ERRORS as error:
-        raise SystemExit(f"{path}: cannot load it ({first_line(error)})") from None
-    if not isinstance(state, dict) or not {"model", "data_info"} <= state.keys():
-        raise SystemExit(f"{path}: not a checkpoint train.py saved (it has no model or data_info)")
-    return state
-
-
-def best_checkpoint(ckpt_dir: Path) -> Path:
-    """The checkpoint to predict with: the best of the top-k list in the newest checkpoint, else the newest one."""
-    newest = ckpt_dir / "last.pt"
-    if not newest.is_file():
-        raise SystemExit(f"No checkpoint at {newest}: train first (python train.py), or pass --checkpoint FILE")
-    top_k = load(newest).get("top_k")
-    if top_k:
-        best = ckpt_dir / top_k[0][1]
-        if best.is_file():
-            return best
-        print(f"warning: the best checkpoint {best} is gone; using {newest}", file=sys.stderr)
-    return newest
 
 
 def find_images(paths: list[Path]) -> list[Path]:
@@ -117,8 +80,7 @@ def main() -> None:
     )
     paths = find_images(args.paths)
 
-    path = args.checkpoint or best_checkpoint(args.out_dir / "checkpoints")
-    state = load(path)
+    state, path = checkpoint.for_inference(args.checkpoint, args.out_dir / "checkpoints")
     data_info = state["data_info"]
     model = build_model(data_info, device)
     try:

@@ -13,18 +13,16 @@ units), written to --output, or to stdout.
 import argparse
 import csv
 import math
-import pickle
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 import torch
 
+import checkpoint
 from model import build_model
 
 MAX_REPORTED = 10  # bad values listed one by one; the rest are counted
-# What torch.load raises on a file that is not a checkpoint, cut short, or that pickles Python objects.
-LOAD_ERRORS = (OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError)
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,32 +47,6 @@ def fail(message: str) -> NoReturn:
     """Bad input: the message, and exit with status 2 (no traceback)."""
     print(message, file=sys.stderr)
     raise SystemExit(2)
-
-
-def load(path: Path) -> dict:
-    """A checkpoint's contents, loaded with weights_only=True (tensors, numbers, strings, lists and dicts only)."""
-    if not path.is_file():
-        raise SystemExit(f"No checkpoint at {path}: train first (python train.py), or pass --checkpoint FILE")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except LOAD_ERRORS as error:
-        reason = "empty or cut short" if isinstance(error, EOFError) else "damaged, or not a checkpoint train.py saved"
-        raise SystemExit(f"{path}: cannot load it ({reason})") from None
-    if not isinstance(state, dict) or not {"model", "data_info"} <= state.keys():
-        raise SystemExit(f"{path}: not a checkpoint train.py saved (it has no model or data_info)")
-    return state
-
-
-def best_checkpoint(ckpt_dir: Path) -> Path:
-    """The checkpoint to predict with: the best of the top-k list in the newest checkpoint, else the newest one."""
-    newest = ckpt_dir / "last.pt"
-    top_k = load(newest).get("top_k")
-    if top_k:
-        best = ckpt_dir / top_k[0][1]
-        if best.is_file():
-            return best
-        print(f"warning: the best checkpoint {best} is gone; using {newest}", file=sys.stderr)
-    return newest
 
 
 def read_rows(path: Path, features: list[str]) -> tuple[list[str], list[list[str]], torch.Tensor]:
@@ -146,8 +118,7 @@ def main() -> None:
     if use_cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda, but no CUDA device is available")
     device = torch.device("cuda" if use_cuda else "cpu")
-    path = args.checkpoint or best_checkpoint(args.out_dir / "checkpoints")
-    state = load(path)
+    state, path = checkpoint.for_inference(args.checkpoint, args.out_dir / "checkpoints")
     data_info = state["data_info"]
     model = build_model(data_info, device)
     model.load_state_dict(state["model"])

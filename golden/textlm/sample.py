@@ -12,10 +12,8 @@ from pathlib import Path
 
 import torch
 
+import checkpoint
 from model import build_model, generate
-
-# What torch.load raises on a damaged or foreign file: almost anything, as its unpickler parses the bytes.
-LOAD_ERRORS = (Exception,)
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,40 +36,13 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def load(path: Path) -> dict:
-    """A checkpoint's contents, loaded with weights_only=True (tensors, numbers, strings, lists, dicts: no code)."""
-    if not path.is_file():
-        raise SystemExit(f"{path} not found: train first (python train.py), or pass --checkpoint PATH")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as error:
-        raise SystemExit(f"cannot read {path}: {error.strerror or error}") from None
-    except LOAD_ERRORS:
-        raise SystemExit(f"{path} does not load: it is damaged, or not a checkpoint train.py wrote") from None
-    if not isinstance(state, dict) or "model" not in state or "data_info" not in state:
-        raise SystemExit(f"{path} is not a checkpoint train.py wrote: it has no model weights and data_info")
-    return state
-
-
-def best_checkpoint(out_dir: Path) -> Path:
-    """The best of the top-k checkpoints, as the newest checkpoint (last.pt, if saved) ranks them; else the newest."""
-    ckpt_dir = out_dir / "checkpoints"
-    paths = list(ckpt_dir.glob("*.pt"))
-    if not paths:
-        raise SystemExit(f"no checkpoint in {ckpt_dir}: train first (python train.py), or pass --checkpoint PATH")
-    newest = ckpt_dir / "last.pt" if (ckpt_dir / "last.pt").exists() else max(paths, key=lambda p: p.stat().st_mtime)
-    top_k = load(newest).get("top_k")
-    return ckpt_dir / top_k[0][1] if top_k and (ckpt_dir / top_k[0][1]).exists() else newest
-
-
 def main() -> None:
     args = parse_args()
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     if use_cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda, but no CUDA device is available")
     device = torch.device("cuda" if use_cuda else "cpu")
-    path = args.checkpoint or best_checkpoint(args.out_dir)
-    state = load(path)
+    state, path = checkpoint.for_inference(args.checkpoint, args.out_dir / "checkpoints")
     data_info = state["data_info"]
     model = build_model(data_info, device)
     model.load_state_dict(state["model"])
