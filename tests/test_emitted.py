@@ -156,6 +156,39 @@ def test_reads_mnist_idx_files_plain_or_gzipped(mnist: Path, tmp_path: Path) -> 
     assert data_info == {"input_shape": [1, 28, 28], "num_outputs": 10, "classes": [str(d) for d in range(10)]}
 
 
+def test_uint8_images_normalized_per_batch_train_as_float_images_normalized_at_load(tmp_path: Path) -> None:
+    """MNIST is held as uint8 and normalized per batch on the device. Against a copy of the project edited back to
+    the float32 dataset normalized once at load (4x the memory), the weights after training agree to float
+    rounding: only the order of the normalization's operations differs."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for name, payload in fake_mnist().items():
+        (data_dir / name).write_bytes(payload)
+    projects = {kind: make_project(tmp_path / kind, {"data.batch_size": 16}) for kind in ("uint8", "float")}
+    data_py = projects["float"] / "data.py"
+    source = data_py.read_text()
+    edited = source.replace(
+        "    return images.unsqueeze(1), labels.long()",
+        "    mean, std = MEAN[0], STD[0]\n"
+        "    return images.unsqueeze(1).float().div(255).sub(mean).div(std), labels.long()",
+    ).replace(
+        "    mean, std = normalization(images.device)\n    images = (images.float() - mean) / std\n",
+        "",
+    )
+    assert edited.count("MEAN[0]") == 1 and "normalization(images.device)" not in edited
+    data_py.write_text(edited)
+    finals = {}
+    for kind, project in projects.items():
+        out = tmp_path / f"{kind}-out"
+        result = run_python(
+            project, "train.py", *CPU, "--max-epochs", "2", "--data-dir", str(data_dir), "--out-dir", str(out)
+        )
+        assert result.returncode == 0, result.stderr
+        finals[kind] = torch.load(out / "checkpoints/last.pt", weights_only=True)["model"]
+    for name, tensor in finals["uint8"].items():
+        torch.testing.assert_close(finals["float"][name], tensor, rtol=1e-4, atol=1e-5)
+
+
 def test_a_damaged_mnist_file_is_a_clear_error(mnist: Path, tmp_path: Path) -> None:
     for name, payload in fake_mnist().items():
         (tmp_path / name).write_bytes(payload[:-5] if name.startswith("t10k-images") else payload)

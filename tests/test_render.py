@@ -2,6 +2,7 @@
 value can inject code, and every combination of features gives code that black, ruff and Python accept."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -101,11 +102,13 @@ def code_of(overrides: dict[str, Any]) -> dict[str, str]:
     return rendered(spec_text("demo", overrides))
 
 
-def test_copier_questions_are_exactly_the_context_keys() -> None:
-    questions = yaml.safe_load((render.templates_dir() / "copier.yml").read_text())
-    declared = {key for key in questions if not key.startswith("_")}
+def test_copier_yml_lists_exactly_the_context_keys_and_declares_no_questions() -> None:
+    """The values reach copier as data; copier.yml documents each one (as a comment, `#   name (type): what`)."""
+    text = (render.templates_dir() / "copier.yml").read_text()
+    assert all(key.startswith("_") for key in yaml.safe_load(text)), "a question would be cast and rendered again"
+    documented = set(re.findall(r"^#   (\w+) \((?:str|int|bool|yaml)\): ", text, flags=re.MULTILINE))
     for overrides in VARIANTS.values():
-        assert set(context.build(parse(spec_text("demo", overrides)))) == declared
+        assert set(context.build(parse(spec_text("demo", overrides)))) == documented
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomlkit
-
 SPEC_FILE = "ltgen.toml"
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
@@ -476,7 +474,13 @@ def _as_toml(value: Any, budget: int = SHOWN_LENGTH) -> str:
             parts.append(_as_toml(item, budget - used))
         return "[" + ", ".join(parts) + "]"
     if isinstance(value, str) and len(value) > budget:
-        return tomlkit.item(value[:budget]).as_string() + "..."
+        return _toml_value(value[:budget]) + "..."
+    return _toml_value(value)
+
+
+def _toml_value(value: Any) -> str:
+    import tomlkit
+
     return tomlkit.item(value).as_string()
 
 
@@ -725,7 +729,7 @@ def default_text(name: str) -> str:
         lines += ["", f"[{section_name}]"]
         for key, spec_key in section.keys.items():
             value = name if (section_name, key) == ("project", "name") else spec_key.default
-            rendered = f"{key} = {tomlkit.item(value).as_string()}"
+            rendered = f"{key} = {_toml_value(value)}"
             lines.append(f"{rendered}  # {spec_key.doc}" if spec_key.doc else rendered)
     return "\n".join(lines) + "\n"
 
@@ -735,6 +739,8 @@ def with_values(text: str, updates: dict[str, Any]) -> str:
 
     ValueError when the text is not TOML, or holds something else where a key's table should be.
     """
+    import tomlkit  # only here and in _toml_value: reading a spec needs tomllib alone
+
     try:
         document = tomlkit.parse(text)
         for dotted, value in updates.items():

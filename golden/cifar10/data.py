@@ -24,7 +24,7 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 DOWNLOAD_TIMEOUT = 5  # seconds a server may take to accept a connection or to send the next bytes
-# Per-channel mean and standard deviation of the CIFAR-10 training images, in [0, 1].
+# Per-channel mean and standard deviation of CIFAR-10's training images, in [0, 1].
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGE_SHAPE = (3, 32, 32)  # channels, height, width
 AUGMENT = True  # [data] augment: random crops (4 pixels of zero padding) and horizontal flips in training
@@ -162,8 +162,13 @@ def synthetic(num_samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     patterns = torch.nn.functional.interpolate(coarse, size=IMAGE_SHAPE[1:], mode="bilinear", align_corners=False)
     patterns = patterns + patterns.flip(-1)
     labels = torch.randint(0, 10, (num_samples,), generator=generator)
-    images = patterns[labels] + 4 * torch.randn(num_samples, *IMAGE_SHAPE, generator=generator)
-    return (images * 16 + 128).clamp_(0, 255).to(torch.uint8), labels
+    levels = 16 * patterns + 128  # grey levels: the pattern, 16 levels a unit, around mid-grey
+    images = torch.empty(num_samples, *IMAGE_SHAPE, dtype=torch.uint8)
+    for start in range(0, num_samples, 4096):  # a slice at a time: float temporaries of 4096 images, not all
+        chunk = labels[start : start + 4096]
+        noise = torch.randn(len(chunk), *IMAGE_SHAPE, generator=generator).mul_(64)  # 4 units of noise
+        images[start : start + len(chunk)] = noise.add_(levels[chunk]).clamp_(0, 255)
+    return images, labels
 
 
 def make_datasets(dataset: str, data_dir: Path, seed: int) -> tuple[Dataset, Dataset, Dataset, dict]:

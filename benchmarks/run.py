@@ -1,0 +1,377 @@
+"""Every speed and memory target of ltgen, measured side by side with its anchor, in one command.
+
+Four figures, each an ltgen measure beside an anchor that does the same work the plainest way:
+
+1. ltgen's own latency, whole process: `ltgen new p --gpus 4` (into a fresh folder), `ltgen regen` on an
+   unchanged project, `ltgen --help`, `ltgen --version` and `ltgen check`, against `python -c "import copier"`.
+2. The emitted loop's time per step on the anchors' tiny task (benchmarks/loop_overhead.py's project) against
+   ../shared/anchors/floor.py, the compute floor; with --lightning also lit.py (needs pytorch_lightning).
+3. An MNIST-shaped epoch (60,000 synthetic training and 10,000 validation samples, MLP 784-128-10, Adam, batch 64,
+   TensorBoard, a checkpoint) from an emitted project, against ../shared/anchors/plain.py --task mnist: the
+   whole process's wall time and its peak RSS (the child's own, from os.wait4).
+4. Start-up: `python train.py --fast-dev-run --dataset synthetic` in a default mnist project against
+   benchmarks/startup_anchor.py, which imports the same libraries and runs one training step.
+
+Figures 2 to 4 run on one CPU thread (OMP_NUM_THREADS=1). Each round runs every pair back to back (figure 1's three times), which one
+goes first alternating; a ratio is ltgen / anchor within one round, and the report shows the
+median over rounds of times and ratios. Absolute times vary from machine to machine; compare the ratios.
+
+Writes results.md (a table per figure, machine and versions stamped) and results.png (one chart per figure,
+needs matplotlib: `pip install matplotlib`) into --out, prints the tables and which targets were missed.
+It is a report, not a test: it exits 0 whether the targets are met or not.
+
+    python benchmarks/run.py [--quick] [--rounds N] [--out DIR] [--anchors DIR] [--lightning]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from loop_overhead import make_project as make_tiny_project
+from loop_overhead import run as run_tiny
+
+from ltgen import place, render, spec
+
+HERE = Path(__file__).resolve().parent
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# The MNIST-shaped epoch, as close to plain.py --task mnist as the spec allows: synthetic_samples is training +
+# validation, so 70,000 with 10,000 held out leaves plain.py's 60,000 training samples.
+MNIST_SPEC = {
+    "data.dataset": "synthetic",
+    "data.synthetic_samples": 70_000,
+    "data.val_size": 10_000,
+    "data.batch_size": 64,
+    "model.arch": "mlp",
+    "model.hidden_sizes": [128],
+    "model.dropout": 0.0,
+    "optim.optimizer": "adam",
+    "optim.weight_decay": 0.0,
+    "optim.scheduler": "none",
+    "trainer.max_epochs": 1,
+    "trainer.limit_test_batches": 0,
+    "trainer.num_sanity_val_steps": 0,
+    "checkpoint.save_top_k": 1,
+    "logging.tensorboard": True,
+    "logging.progress_bar": False,
+    "debug.param_summary": False,
+}
+LATENCY_REPEATS = 3  # pairs of figure 1 per round
+T = TypeVar("T")
+COPIER = '`python -c "import copier"`'  # figure 1's anchor
+NO_CHART = "chart skipped: matplotlib is not installed (pip install matplotlib)"
+
+
+@dataclasses.dataclass
+class Row:
+    """One measure: ltgen's values and its anchor's, paired (the same index: one pair run back to back)."""
+
+    figure: str
+    label: str
+    anchor: str
+    unit: str
+    target: float | None  # the highest ratio that meets the target; None: reported only
+    subject: str = "ltgen"  # what is measured against the anchor
+    ours: list[float] = dataclasses.field(default_factory=list)
+    theirs: list[float] = dataclasses.field(default_factory=list)
+
+    def add(self, ours: float, theirs: float) -> None:
+        self.ours.append(ours)
+        self.theirs.append(theirs)
+
+    @property
+    def ratio(self) -> float:
+        """The median of ltgen / anchor over the pairs, each ratio taken within one pair."""
+        return statistics.median(o / t for o, t in zip(self.ours, self.theirs))
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.target is None else self.ratio <= self.target
+
+
+@dataclasses.dataclass
+class Sample:
+    """A whole process: its wall time and its own peak resident memory."""
+
+    wall_s: float
+    peak_rss_mib: float
+
+
+def measure(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> Sample:
+    """Run `command` to the end; fail loudly, with its output, if it fails."""
+    with tempfile.TemporaryFile() as output:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)  # the child's own rusage, not the parent's
+        wall_s = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            output.seek(0)
+            tail = output.read().decode(errors="replace")[-3000:]
+            raise SystemExit(f"{' '.join(command)} (in {cwd}) exited {process.returncode}:\n{tail}")
+    return Sample(wall_s, usage.ru_maxrss / 1024)  # ru_maxrss is in KiB on Linux
+
+
+def paired(first: Callable[[], T], second: Callable[[], T], swap: bool) -> tuple[T, T]:
+    """Run both, back to back, `second` first when `swap`; return (first's, second's) result."""
+    if swap:
+        b = second()
+        return first(), b
+    a = first()
+    return a, second()
+
+
+def generate(parent: Path, name: str, values: dict) -> Path:
+    """Write a project as `ltgen new` does, from the default spec with `values` set."""
+    text = spec.with_values(spec.default_text(name), values)
+    project = parent / name
+    place.write_new(render.render(spec.parse(text)), text, project)
+    return project
+
+
+def ltgen_command() -> list[str]:
+    """ltgen's console script beside this interpreter (not a shim in front of it), else `python -m ltgen`."""
+    script = Path(sys.executable).parent / "ltgen"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "ltgen"]
+
+
+class Benchmarks:
+    """The four figures' rows, and one round of each."""
+
+    def __init__(self, scratch: Path, anchors: Path, lightning: bool) -> None:
+        self.scratch, self.anchors, self.lightning = scratch, anchors, lightning
+        self.ltgen = ltgen_command()
+        self.latency = {
+            "new": Row("1", "`ltgen new p --gpus 4`", COPIER, "s", 1.5),
+            "regen": Row("1", "`ltgen regen` (nothing changed)", COPIER, "s", 1.5),
+            "help": Row("1", "`ltgen --help`", COPIER, "s", 0.4),
+            "version": Row("1", "`ltgen --version`", COPIER, "s", 0.4),
+            "check": Row("1", "`ltgen check`", COPIER, "s", 0.4),
+        }
+        self.step = Row("2", "emitted loop, per step (tiny task)", "`floor.py`", "us", 1.10)
+        self.lit_step = Row("2", "`lit.py`, per step (tiny task)", "`floor.py`", "us", None, "Lightning")
+        self.epoch_time = Row("3", "MNIST-shaped epoch, time", "`plain.py --task mnist`", "s", 1.0)
+        self.epoch_rss = Row("3", "MNIST-shaped epoch, peak RSS", "`plain.py --task mnist`", "MiB", 1.1)
+        self.startup = Row("4", "`train.py --fast-dev-run`", "`startup_anchor.py`", "s", 1.1)
+        subprocess.run([*self.ltgen, "new", "existing", "--gpus", "4"], cwd=scratch, check=True, capture_output=True)
+        self.tiny = make_tiny_project(scratch)
+        self.mnist = generate(scratch, "mnist", MNIST_SPEC)
+        self.default = generate(scratch, "default", {})
+        self.runs = 0
+
+    def rows(self) -> list[Row]:
+        lightning = [self.lit_step] if self.lightning else []
+        return [*self.latency.values(), self.step, *lightning, self.epoch_time, self.epoch_rss, self.startup]
+
+    def fresh(self, stem: str) -> Path:
+        """A new, empty folder in the scratch space."""
+        self.runs += 1
+        return Path(tempfile.mkdtemp(prefix=f"{stem}-{self.runs}-", dir=self.scratch))
+
+    def round(self, index: int) -> None:
+        swap = index % 2 == 1
+        copier = [sys.executable, "-c", "import copier"]
+        project = self.scratch / "existing"
+        latency_commands = {
+            "new": lambda: measure([*self.ltgen, "new", "p", "--gpus", "4"], self.fresh("new")).wall_s,
+            "regen": lambda: measure([*self.ltgen, "regen", str(project)], self.scratch).wall_s,
+            "help": lambda: measure([*self.ltgen, "--help"], self.scratch).wall_s,
+            "version": lambda: measure([*self.ltgen, "--version"], self.scratch).wall_s,
+            "check": lambda: measure([*self.ltgen, "check", str(project)], self.scratch).wall_s,
+        }
+        for repeat in range(LATENCY_REPEATS):  # these take a fraction of a second: a few pairs per round
+            for key, ours in latency_commands.items():
+                self.latency[key].add(
+                    *paired(ours, lambda: measure(copier, self.scratch).wall_s, swap != (repeat % 2 == 1))
+                )
+
+        def tiny(script: list[str]) -> Callable[[], float]:
+            return lambda: run_tiny([sys.executable, *script], self.tiny)["step_us_mean"]
+
+        ltgen_tiny = tiny(["train.py", "--device", "cpu", "--out-dir", str(self.fresh("tiny-out"))])
+        floor = tiny([str(self.anchors / "floor.py")])
+        self.step.add(*paired(ltgen_tiny, floor, swap))
+        if self.lightning:
+            lit = [str(self.anchors / "lit.py"), "--task", "tiny", "--no-progress", "--out", str(self.fresh("lit"))]
+            self.lit_step.add(*paired(tiny(lit), floor, swap))
+
+        ours, theirs = paired(
+            lambda: measure(
+                [sys.executable, "train.py", "--device", "cpu", "--out-dir", str(self.fresh("mnist-out"))],
+                self.mnist,
+                ONE_THREAD,
+            ),
+            lambda: measure(
+                [sys.executable, str(self.anchors / "plain.py"), "--task", "mnist", "--no-progress"]
+                + ["--out", str(self.fresh("plain-out"))],
+                self.scratch,
+                ONE_THREAD,
+            ),
+            swap,
+        )
+        self.epoch_time.add(ours.wall_s, theirs.wall_s)
+        self.epoch_rss.add(ours.peak_rss_mib, theirs.peak_rss_mib)
+
+        fast_dev_run = [sys.executable, "train.py", "--fast-dev-run", "--dataset", "synthetic", "--device", "cpu"]
+        self.startup.add(
+            *paired(
+                lambda: measure(fast_dev_run, self.default, ONE_THREAD).wall_s,
+                lambda: measure([sys.executable, str(HERE / "startup_anchor.py")], self.scratch, ONE_THREAD).wall_s,
+                swap,
+            )
+        )
+
+
+FIGURES = {
+    "1": "1. ltgen's own latency (whole process)",
+    "2": "2. Emitted loop, time per step (tiny task, one thread)",
+    "3": "3. MNIST-shaped epoch, whole process (one thread)",
+    "4": "4. Start-up, whole process (one thread)",
+}
+
+
+def value(number: float, unit: str) -> str:
+    return f"{number:.0f} {unit}" if unit in ("us", "MiB") else f"{number:.2f} {unit}"
+
+
+def machine() -> str:
+    """CPU model and cores, Python, torch and ltgen versions, the date."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    versions = ", ".join(f"{name} {importlib.metadata.version(name)}" for name in ("torch", "ltgen"))
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{stamp} · {cpu} ({os.cpu_count()} cores) · Python {platform.python_version()}, {versions}"
+
+
+def report(rows: list[Row], rounds: int, quick: bool, notes: list[str]) -> str:
+    """results.md: a table per figure, then the notes and the verdict."""
+    lines = [
+        "# ltgen benchmarks: each target beside its anchor",
+        "",
+        machine() + f" · {rounds} rounds" + (" (--quick)" if quick else ""),
+        "",
+        "Medians. ratio: ltgen / anchor within each pair run back to back (one per round; figure 1: "
+        + f"{LATENCY_REPEATS} per round), then the median. Written by `python benchmarks/run.py`; compare ratios, "
+        + "not times, across machines.",
+    ]
+    for figure, title in FIGURES.items():
+        lines += ["", f"## {title}", "", "| ltgen | median | anchor | median | ratio | target | met |"]
+        lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+        for row in (row for row in rows if row.figure == figure):
+            target, met = (
+                ("-", "reported") if row.target is None else (f"<= {row.target:.2f}x", "yes" if row.met else "no")
+            )
+            lines.append(
+                f"| {row.label} | {value(statistics.median(row.ours), row.unit)} | {row.anchor} | "
+                f"{value(statistics.median(row.theirs), row.unit)} | {row.ratio:.2f}x | {target} | {met} |"
+            )
+    lines += ["", *(f"- {note}" for note in notes), "", verdict(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def verdict(rows: list[Row]) -> str:
+    missed = [f"{row.label} ({row.ratio:.2f}x > {row.target:.2f}x)" for row in rows if row.met is False]
+    return "all targets met" if not missed else "targets missed: " + "; ".join(missed)
+
+
+def chart(rows: list[Row], path: Path) -> None:
+    """One subplot per figure (the MNIST epoch's time and memory apart): each measure's median beside its anchor's,
+    the ratio above it (green: target met, red: missed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        panels.setdefault((row.figure, row.unit), []).append(row)
+    columns = 3
+    fig, axes = plt.subplots(-(-len(panels) // columns), columns, figsize=(15, 9), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    colors = {"ltgen": "tab:blue", "Lightning": "tab:orange"}
+    for ax, ((figure, unit), panel) in zip(axes.flat, panels.items()):
+        for position, row in enumerate(panel):
+            ours, theirs = statistics.median(row.ours), statistics.median(row.theirs)
+            ax.bar(position - 0.2, ours, 0.4, color=colors[row.subject], label=row.subject)
+            ax.bar(position + 0.2, theirs, 0.4, color="tab:gray", label=row.anchor.replace("`", ""))
+            color = {True: "tab:green", False: "tab:red", None: "black"}[row.met]
+            ax.annotate(f"{row.ratio:.2f}x", (position - 0.2, ours), ha="center", va="bottom", color=color, fontsize=9)
+        width = max(9, 44 // len(panel))  # figure 1 has five measures side by side
+        labels = [
+            textwrap.fill(row.label.replace("`", ""), width) + ("" if row.target is None else f"\n<= {row.target:.2f}x")
+            for row in panel
+        ]
+        ax.set_xticks(range(len(panel)), labels, fontsize=7 if len(panel) > 2 else 8)
+        ax.set_xlim(-0.8, len(panel) - 0.2)
+        ax.set_ylim(0, 1.4 * max(max(statistics.median(row.ours), statistics.median(row.theirs)) for row in panel))
+        ax.set_ylabel({"s": "seconds", "us": "microseconds per step", "MiB": "peak RSS, MiB"}[unit])
+        title = FIGURES[figure] + ("" if figure != "3" else ": peak RSS" if unit == "MiB" else ": time")
+        ax.set_title(textwrap.fill(title, 50), fontsize=10)
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))
+        ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 rounds instead of 5 (under 3 minutes on 2 cores)")
+    parser.add_argument("--rounds", type=int, help="rounds of every figure (default: 5, or 3 with --quick)")
+    parser.add_argument("--out", type=Path, default=HERE, help="where results.md and results.png go (default: here)")
+    parser.add_argument(
+        "--anchors", type=Path, default=HERE.parents[1] / "shared" / "anchors", help="floor.py, plain.py, lit.py"
+    )
+    parser.add_argument("--lightning", action="store_true", help="also time lit.py per step (needs pytorch_lightning)")
+    args = parser.parse_args()
+    rounds = args.rounds or (3 if args.quick else 5)
+    if rounds < 1:
+        parser.error("--rounds must be at least 1")
+    anchors = args.anchors.resolve()
+    notes = []
+    lightning = args.lightning and importlib.util.find_spec("pytorch_lightning") is not None
+    if args.lightning and not lightning:
+        notes.append("Lightning not run: pytorch_lightning is not installed")
+    elif not args.lightning:
+        notes.append("Lightning not run (pass --lightning to time lit.py beside the floor)")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ltgen-bench-") as scratch:
+        benchmarks = Benchmarks(Path(scratch), anchors, lightning)
+        for index in range(rounds):
+            benchmarks.round(index)
+            print(f"round {index + 1}/{rounds} done, {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        rows = benchmarks.rows()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if importlib.util.find_spec("matplotlib") is None:
+        notes.append(NO_CHART)
+    else:
+        chart(rows, args.out / "results.png")
+    notes.append(f"the whole run took {time.perf_counter() - started:.0f} s")
+    text = report(rows, rounds, args.quick, notes)
+    (args.out / "results.md").write_text(text)
+    print(text, end="")  # ends with the verdict: "all targets met" or the targets missed
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Compiled templates kept between runs: copier builds its Jinja environment itself, and an extension named in
+copier.yml is how a template configures it. Rendering compiles about 25 templates; loading them compiled
+instead saves a third of the render's time.
+
+Nothing about the cache is ever an error: a folder that cannot be read or written, a full disk, or a damaged
+entry only means compiling again. Jinja keys each entry by the template's name and checks its source, so a
+changed template is compiled afresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from jinja2 import Environment
+from jinja2.bccache import Bucket, FileSystemBytecodeCache
+from jinja2.ext import Extension
+
+from ltgen import __version__
+from ltgen.render import cache_dir
+
+
+class QuietBytecodeCache(FileSystemBytecodeCache):
+    """Jinja's file cache, with every failure to load or save an entry ignored."""
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except Exception:  # noqa: BLE001 (a damaged entry can fail in marshal or pickle in many ways)
+            bucket.reset()
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        with contextlib.suppress(OSError):
+            super().dump_bytecode(bucket)
+
+
+class CompiledTemplates(Extension):
+    """Gives copier's Jinja environment a bytecode cache in ltgen's cache folder (by ltgen version: its Jinja
+    settings may change; Jinja's entries also record the Python version, whose bytecode they hold)."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        folder = cache_dir() / "jinja" / __version__
+        with contextlib.suppress(OSError):
+            folder.mkdir(parents=True, exist_ok=True)
+            environment.bytecode_cache = QuietBytecodeCache(str(folder))
