@@ -54,6 +54,8 @@ def test_quick_run_reports_every_figure(tmp_path: Path) -> None:
         assert heading in report
     assert re.search(r"Python \d+\.\d+.*torch \S+.*ltgen \S+", report)  # machine and versions stamped
     verdict = result.stdout.rstrip().splitlines()[-1]
+    if not with_anchors:
+        verdict = verdict.removesuffix(" (figures 2 and 3 not measured)")
     assert verdict == "all targets met" or verdict.startswith("targets missed: "), verdict
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "results.png").stat().st_size > 0
