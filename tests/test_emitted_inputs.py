@@ -9,6 +9,7 @@ import importlib.util
 import os
 import pickle
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,10 +26,16 @@ CPU = ("--device", "cpu", "--no-progress-bar")
 
 
 def import_from(project: Path, module: str) -> ModuleType:
-    """project/module.py, imported under a name of its own (every project has a data.py)."""
+    """project/module.py, imported under a name of its own (every project has a data.py), with the project's other
+    modules importable, as when its scripts run (data.py imports flags)."""
     spec = importlib.util.spec_from_file_location(f"{project.name}_{module}", project / f"{module}.py")
     loaded = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loaded)
+    sys.path.insert(0, str(project))
+    try:
+        spec.loader.exec_module(loaded)
+    finally:
+        sys.path.remove(str(project))
+        sys.modules.pop("flags", None)  # the next project's data.py imports its own
     return loaded
 
 

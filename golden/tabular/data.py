@@ -11,13 +11,13 @@ import csv
 import difflib
 import math
 import random
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import torch
 from torch.utils.data import Dataset, Sampler
+
+from flags import fail  # a bad input file ends as a bad flag does: one message, exit status 2
 
 CSV_FILE = "data.csv"  # [data] csv_file, in --data-dir
 TARGET = "target"  # [data] target: the column to predict
@@ -41,12 +41,6 @@ class Rows(Dataset):
     def __getitem__(self, item: tuple[int, torch.Tensor]) -> list[torch.Tensor]:
         _, indices = item
         return [self.features[indices], self.targets[indices]]
-
-
-def fail(message: str) -> NoReturn:
-    """Bad input data: the message, and exit with status 2 (no traceback)."""
-    print(message, file=sys.stderr)
-    raise SystemExit(2)
 
 
 def read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:

@@ -15,11 +15,11 @@ import csv
 import math
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import torch
 
 import checkpoint
+from flags import fail
 from model import build_model
 
 MAX_REPORTED = 10  # bad values listed one by one; the rest are counted
@@ -41,12 +41,6 @@ def parse_args() -> argparse.Namespace:
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
     return args
-
-
-def fail(message: str) -> NoReturn:
-    """Bad input: the message, and exit with status 2 (no traceback)."""
-    print(message, file=sys.stderr)
-    raise SystemExit(2)
 
 
 def read_rows(path: Path, features: list[str]) -> tuple[list[str], list[list[str]], torch.Tensor]:
