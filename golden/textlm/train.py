@@ -196,7 +196,6 @@ def main() -> None:
     show_bar = cfg.progress_bar and sys.stderr.isatty() and rank == 0
     plain_progress = cfg.progress_bar and not sys.stderr.isatty()
     logged_at, logged_step = time.monotonic(), global_step
-    speed_at, speed_step = time.monotonic(), global_step
     while not stop and (cfg.max_epochs == -1 or epoch < cfg.max_epochs):
         train_loader.sampler.set_epoch(epoch, start=batch_in_epoch)
         bar = tqdm(total=n_train, initial=batch_in_epoch, desc=f"epoch {epoch}", disable=not show_bar)
@@ -232,8 +231,9 @@ def main() -> None:
                     print0(f"Loss is {loss_value} at step {global_step} (epoch {epoch}, batch {batch_idx}); stopping")
                     stop = "nonfinite"
                 now = time.monotonic()
-                samples_per_s = (global_step - speed_step) * cfg.batch_size * world_size / max(now - speed_at, 1e-9)
-                speed, speed_at, speed_step = throughput(raw_model, samples_per_s, device), now, global_step
+                rate = (global_step - logged_step) / max(now - logged_at, 1e-9)  # optimizer steps per second
+                logged_at, logged_step = now, global_step
+                speed = throughput(raw_model, rate * cfg.batch_size * world_size, device)
                 if writer:
                     writer.add_scalar("train_loss", loss_value, global_step)
                     writer.add_scalar("lr", optimizer.param_groups[0]["lr"], global_step)
@@ -241,14 +241,11 @@ def main() -> None:
                         writer.add_scalar(name, value, global_step)
                 bar.set_postfix(loss=f"{loss_value:.4f}")
                 if plain_progress and global_step % cfg.log_every_n_steps == 0:
-                    now = time.monotonic()
-                    rate = (global_step - logged_step) / max(now - logged_at, 1e-9)
                     lr = optimizer.param_groups[0]["lr"]
                     print0(
                         f"epoch {epoch} step {global_step}: loss {loss_value:.4f}, lr {lr:.3g}, {rate:.2f} it/s"
                         + "".join(f", {name} {value:.3g}" for name, value in speed.items())
                     )
-                    logged_at, logged_step = now, global_step
             if stop == "nonfinite":
                 break  # keep the last good checkpoint
 
