@@ -2,11 +2,12 @@
 
 Every project is generated in a temporary folder from a golden spec (golden/NAME/ltgen.toml) with ltgen's Python
 API, and trains on `--dataset synthetic` (no files, no network), one process each (the DDP and SLURM projects
-too: plain `python train.py`). The checks, in this order:
+too: plain `python train.py`; the FSDP project under `torchrun --nproc_per_node 1`, so that fully_shard, its
+mixed-precision policy and DCP's sharded checkpoints run on CUDA). The checks, in this order:
 
 - run: each golden x precision (32, 16-mixed, bf16-mixed), a short run (one epoch of a few batches, a validation
   and a test pass of 2 batches) that must exit 0 with finite validation and test metrics and, where the project
-  saves `last.pt`, finite model weights in it (loaded with weights_only=True). Several run at once (--jobs).
+  saves `last.pt` (or the folder `last/`, with FSDP), finite model weights in it. Several run at once (--jobs).
 - fused_adamw: the runs whose checkpoint shows a fused AdamW (the default optimizer, fused on CUDA) all passed.
 - compile: the mnist project with `trainer.compile = true`.
 - overhead: one MNIST-shaped epoch (60,000 synthetic samples, batch 64, MLP 784-128-10, Adam 1e-3, TensorBoard, a
@@ -55,7 +56,7 @@ from run import MNIST_SPEC
 from ltgen import place, render, spec
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDENS = ("mnist", "demo", "cluster", "minimal", "cifar10", "textlm", "tabular")
+GOLDENS = ("mnist", "demo", "cluster", "minimal", "cifar10", "textlm", "tabular", "gan", "fsdp")
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 MIN_START_S = 10.0  # a check is not started with less of the budget left
 # The MNIST-shaped epoch of benchmarks/run.py, in full precision, writing last.pt (its checkpoint here).
@@ -230,9 +231,13 @@ def accepted_flags(project: Path) -> set[str]:
 
 
 def command(project: Path, flags: dict[str, object]) -> list[str]:
-    """`python train.py` with those of the flags that the project takes (minimal has no --out-dir, for one)."""
+    """`python train.py` (FSDP: under torchrun, one process) with those of the flags that the project takes
+    (minimal has no --out-dir, for one)."""
     accepted = accepted_flags(project)
-    line = [sys.executable, "train.py"]
+    values = tomllib.loads((project / "ltgen.toml").read_text(encoding="utf-8"))
+    fsdp = values.get("cluster", {}).get("strategy") == "fsdp"
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"] if fsdp else []
+    line = [sys.executable, *launcher, "train.py"]
     for flag, value in flags.items():
         if flag in accepted:
             line += [flag] if value is None else [flag, str(value)]
@@ -284,10 +289,19 @@ def read_output(stdout: str) -> dict[str, object]:
 
 
 def read_checkpoint(path: Path) -> dict[str, object]:
-    """Whether every model tensor in the checkpoint is finite, and whether its optimizer is fused."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """Whether every model tensor in the checkpoint (a file, or an FSDP folder of shards) is finite, and whether
+    its optimizers are fused."""
+    if path.is_dir():
+        from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+        with tempfile.TemporaryDirectory() as scratch:
+            dcp_to_torch_save(path, Path(scratch) / "whole.pt")
+            state = torch.load(Path(scratch) / "whole.pt", map_location="cpu", weights_only=False)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
     tensors = [t for t in state["model"].values() if isinstance(t, torch.Tensor) and t.is_floating_point()]
-    groups = state.get("optimizer", {}).get("param_groups", []) if isinstance(state.get("optimizer"), dict) else []
+    optimizers = state["optimizers"].values() if isinstance(state.get("optimizers"), dict) else [state.get("optimizer")]
+    groups = [group for opt in optimizers if isinstance(opt, dict) for group in opt.get("param_groups", [])]
     return {
         "weights_finite": bool(tensors) and all(bool(torch.isfinite(t).all()) for t in tensors),
         "fused": bool(groups) and all(bool(group.get("fused")) for group in groups),
@@ -302,16 +316,17 @@ def judge(check: Check, returncode: int, stdout: str, stderr: str, expect_checkp
     problems = []
     if returncode != 0:
         problems.append(f"exit status {returncode}: {stderr.strip()[-1500:]}")
-    if "test_loss" not in test:
+    if not any(name.startswith("test_loss") for name in test):  # a GAN's are test_loss_d and test_loss_g
         problems.append("no 'Test: test_loss' line")
     if not all(math.isfinite(n) for n in numbers):
         problems.append("a non-finite metric")
     check.figures.update(test)
     if val:
-        check.figures["val_loss"] = val[-1].get("val_loss")
-    last = Path(str(check.flags.get("--out-dir", ""))) / "checkpoints" / "last.pt"
+        check.figures["val_loss"] = val[-1].get("val_loss", val[-1].get("val_loss_g"))
+    checkpoints = Path(str(check.flags.get("--out-dir", ""))) / "checkpoints"
+    last = checkpoints / "last" if (checkpoints / "last").is_dir() else checkpoints / "last.pt"
     if expect_checkpoint and returncode == 0:
-        if last.is_file():
+        if last.exists():
             check.figures.update(read_checkpoint(last))
             if not check.figures["weights_finite"]:
                 problems.append("non-finite weights in last.pt")
@@ -400,7 +415,8 @@ def check_help(check: Check, env: dict[str, str]) -> str | None:
     returncode, out, err, _ = execute([sys.executable, "train.py", "--help"], check.project, 120.0, env)
     if returncode != 0:
         return f"--help: exit status {returncode}: {err.strip()[-500:]}"
-    used = command(check.project, check.flags)[2:]
+    line = command(check.project, check.flags)
+    used = line[line.index("train.py") + 1 :]
     missing = [flag for flag in used if flag.startswith("--") and not re.search(rf"{flag}\b", out)]
     return f"--help lacks {missing}" if missing else None
 

@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+import torch
+
 from ltgen import place, render, spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,3 +53,35 @@ def run_python(
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         check=False,
     )
+
+
+def assert_identical(actual: Any, expected: Any, where: str = "checkpoint") -> None:
+    """Every tensor torch.equal, every other value ==, recursively."""
+    if isinstance(expected, torch.Tensor):
+        assert torch.equal(actual, expected), f"{where} differs"
+    elif isinstance(expected, dict):
+        assert set(actual) == set(expected), f"{where}: keys differ"
+        for key in expected:
+            assert_identical(actual[key], expected[key], f"{where}[{key!r}]")
+    elif isinstance(expected, list | tuple):
+        assert len(actual) == len(expected), f"{where}: lengths differ"
+        for index, (a, e) in enumerate(zip(actual, expected)):
+            assert_identical(a, e, f"{where}[{index}]")
+    else:
+        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A private single-node SLURM cluster with 2 GPUs' worth of slots (tests/slurm_cluster.py), shared by every
+    test that submits jobs; skipped where SLURM is not installed, unless LTGEN_REQUIRE_SLURM is set."""
+    from slurm_cluster import LocalSlurm, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        if os.environ.get("LTGEN_REQUIRE_SLURM"):
+            pytest.fail(f"SLURM is required here (LTGEN_REQUIRE_SLURM is set) but {reason}")
+        pytest.skip(reason)
+    started = LocalSlurm.start(tmp_path_factory.mktemp("slurm"), gpus=2)
+    yield started
+    started.stop()

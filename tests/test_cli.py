@@ -81,6 +81,25 @@ def test_new_dataset_seeds_its_usual_model_and_dependencies(
     assert f"pip install {shlex.join(dependencies)}" in result.output
 
 
+def test_new_gan_turns_on_manual_optimization_and_keeps_only_last(tmp_path: Path) -> None:
+    result = ltgen("new", "g", "--dir", str(tmp_path), "--dataset", "mnist", "--model", "gan")
+    assert result.exit_code == 0, result.output
+    spec = parse((tmp_path / "g/ltgen.toml").read_text())
+    assert spec["model"]["arch"] == "gan" and spec["trainer"]["manual_optimization"] is True
+    assert (spec["optim"]["scheduler"], spec["checkpoint"]["save_top_k"]) == ("none", 0)
+    assert (tmp_path / "g/manual.py").is_file() and "def sample_images" in (tmp_path / "g/steps.py").read_text()
+
+
+def test_new_with_strategy_fsdp_writes_the_sharding(tmp_path: Path) -> None:
+    result = ltgen("new", "big", "--dir", str(tmp_path), "--dataset", "text", "--gpus", "2", "--strategy", "fsdp")
+    assert result.exit_code == 0, result.output
+    assert parse((tmp_path / "big/ltgen.toml").read_text())["cluster"]["strategy"] == "fsdp"
+    assert "def shard(" in (tmp_path / "big/distributed.py").read_text()
+    assert "def fsdp_blocks(" in (tmp_path / "big/model.py").read_text()
+    single = ltgen("new", "one", "--dir", str(tmp_path), "--strategy", "fsdp")  # one GPU: nothing to shard across
+    assert single.exit_code == 2 and "cluster.strategy" in single.output and not (tmp_path / "one").exists()
+
+
 def test_new_with_a_model_that_does_not_fit_the_dataset(tmp_path: Path) -> None:
     result = ltgen("new", "p", "--dir", str(tmp_path), "--dataset", "text", "--model", "resnet")
     assert result.exit_code == 2
@@ -181,5 +200,15 @@ def test_version_and_help() -> None:
     assert ltgen("--version").output.strip() == f"ltgen {__version__}"
     help_text = ltgen("new", "--help").output
     assert "ltgen new mnist --gpus 4" in help_text
-    for flag in ("--dir", "--gpus", "--nodes", "--precision", "--dataset", "--model", "--spec", "--force"):
+    for flag in (
+        "--dir",
+        "--gpus",
+        "--nodes",
+        "--precision",
+        "--dataset",
+        "--model",
+        "--strategy",
+        "--spec",
+        "--force",
+    ):
         assert flag in help_text

@@ -15,12 +15,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
-from conftest import make_project, run_python
+from conftest import assert_identical, make_project, run_python
 
 SPEC = {
     "data.dataset": "synthetic",
@@ -60,40 +59,19 @@ def add_crash_points(project: Path) -> None:
     """training_step crashes on its Nth call (CRASH_AT_TRAINING_STEP=N); checkpoint.save crashes between
     writing its temporary file and renaming it (CRASH_AT_SAVE=N) or right after it (CRASH_AFTER_SAVE=N)."""
     steps = (project / "steps.py").read_text()
-    steps = steps.replace(
-        "    images, labels = batch\n    return F.cross_entropy(",
-        '    _crash_at("training_step")\n    images, labels = batch\n    return F.cross_entropy(',
-        1,
-    )
+    step_body = "    images, labels = batch\n    return F.cross_entropy("
+    assert step_body in steps
+    steps = steps.replace(step_body, '    _crash_at("training_step")\n' + step_body, 1)
     (project / "steps.py").write_text(steps + CRASH_POINTS)
     source = (project / "checkpoint.py").read_text()
-    source = source.replace(
-        '    if path.name == "last.pt" and path.exists():',
-        '    _crash_at("save")\n    if path.name == "last.pt" and path.exists():',
-        1,
+    before_rename, after_rename = '    if path.name == "last.pt" and path.exists():\n', "    sync_folder(path.parent)\n"
+    assert before_rename in source and after_rename in source  # the places save() writes, renames, syncs
+    source = source.replace(before_rename, '    _crash_at("save")\n' + before_rename, 1)
+    crash_after = (
+        '    if _calls["save"] == int(_os.environ.get("CRASH_AFTER_SAVE", "0")):\n        _os.kill(_os.getpid(), 9)\n'
     )
-    source = source.replace(
-        "        os.close(folder)\n",
-        '        os.close(folder)\n    if _calls["save"] == int(_os.environ.get("CRASH_AFTER_SAVE", "0")):\n        _os.kill(_os.getpid(), _signal.SIGKILL)\n',
-        1,
-    )
+    source = source.replace(after_rename, after_rename + crash_after, 1)
     (project / "checkpoint.py").write_text(source + CRASH_POINTS)
-
-
-def assert_identical(actual: Any, expected: Any, where: str = "checkpoint") -> None:
-    """Every tensor torch.equal, every other value ==, recursively."""
-    if isinstance(expected, torch.Tensor):
-        assert torch.equal(actual, expected), f"{where} differs"
-    elif isinstance(expected, dict):
-        assert set(actual) == set(expected), f"{where}: keys differ"
-        for key in expected:
-            assert_identical(actual[key], expected[key], f"{where}[{key!r}]")
-    elif isinstance(expected, list | tuple):
-        assert len(actual) == len(expected), f"{where}: lengths differ"
-        for index, (a, e) in enumerate(zip(actual, expected)):
-            assert_identical(a, e, f"{where}[{index}]")
-    else:
-        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
 
 
 def final_state(out: Path) -> dict:

@@ -3,16 +3,14 @@ it trains to the end, and the time-limit signal mid-run gives requeue -> resume 
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from conftest import make_project
-from slurm_cluster import LocalSlurm, unavailable_reason
+from slurm_cluster import LocalSlurm
 
 # As generated, but for the test machine: its two CPUs, and a time limit (the partition stays the default).
 SPEC = {
@@ -23,18 +21,6 @@ SPEC = {
     "cluster.slurm.cpus_per_task": 2,
     "cluster.slurm.time": "00:10:00",
 }
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
-    reason = unavailable_reason()
-    if reason:
-        if os.environ.get("LTGEN_REQUIRE_SLURM"):
-            pytest.fail(f"SLURM is required here (LTGEN_REQUIRE_SLURM is set) but {reason}")
-        pytest.skip(reason)
-    started = LocalSlurm.start(tmp_path_factory.mktemp("slurm"), gpus=2)
-    yield started
-    started.stop()
 
 
 def job_output(project: Path, job: str) -> str:

@@ -145,8 +145,9 @@ def test_with_values_keeps_comments_and_layout() -> None:
 @pytest.mark.parametrize(
     ("dataset", "arch", "valid"),
     [
-        ("mnist", "gpt", '"mlp" or "cnn" or "resnet"'),
-        ("cifar10", "custom", '"mlp" or "cnn" or "resnet"'),
+        ("mnist", "gpt", '"mlp" or "cnn" or "resnet" or "gan"'),
+        ("cifar10", "custom", '"mlp" or "cnn" or "resnet" or "gan"'),
+        ("image_folder", "gan", '"mlp" or "cnn" or "resnet"'),
         ("csv", "resnet", '"mlp"'),
         ("text", "mlp", '"gpt"'),
         ("custom", "cnn", '"custom" or "mlp"'),
@@ -180,3 +181,60 @@ def test_task_keys_are_checked() -> None:
     assert problems(small) == [
         "ltgen.toml:3: data.image_size: expected at least 16: each of the 4 conv blocks halves it"
     ]
+
+
+GAN = '[model]\narch = "gan"\n'
+
+
+def test_a_gan_ranks_checkpoints_only_by_a_metric_its_validation_returns() -> None:
+    gan = GAN + '[trainer]\nmanual_optimization = true\n[optim]\nscheduler = "none"\n'
+    found = problems(gan + "[checkpoint]\nsave_top_k = 2\n")  # the default monitor, val_loss, is not one
+    metrics = '"val_loss_d", "val_loss_g", "val_d_real", "val_d_fake"'
+    assert found == [f"ltgen.toml: checkpoint.monitor: expected one of the GAN's validation metrics, {metrics}"]
+    spec = parse(gan + '[checkpoint]\nsave_top_k = 2\nmonitor = "val_d_fake"\nmode = "max"\n')
+    assert spec["checkpoint"]["monitor"] == "val_d_fake"
+
+
+def test_a_gan_needs_manual_optimization_and_a_constant_learning_rate() -> None:
+    found = problems(GAN)
+    assert any("trainer.manual_optimization: expected true" in p for p in found)
+    assert any('optim.scheduler: expected "none"' in p for p in found)
+    spec = parse(
+        GAN + '[trainer]\nmanual_optimization = true\n[optim]\nscheduler = "none"\n[checkpoint]\nsave_top_k = 0\n'
+    )
+    assert (spec["model"]["latent_dim"], spec["optim"]["betas"]) == (100, [0.5, 0.999])
+
+
+@pytest.mark.parametrize(
+    ("trainer", "extra", "key"),
+    [
+        ("", '[optim]\nscheduler = "plateau"', "optim.scheduler"),
+        ("", '[optim]\nscheduler_interval = "epoch"', "optim.scheduler"),
+        ('nonfinite_loss = "skip"', "", "trainer.nonfinite_loss"),
+        ("", "[debug]\nlog_grad_norm = true", "debug.log_grad_norm"),
+        ("", '[hooks]\nemit = ["on_before_optimizer_step"]', "hooks.emit"),
+    ],
+)
+def test_manual_optimization_refuses_what_training_step_does_itself(trainer: str, extra: str, key: str) -> None:
+    found = problems(f"[trainer]\nmanual_optimization = true\n{trainer}\n{extra}\n")
+    assert any(f": {key}: " in p for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fragment"),
+    [
+        ('[cluster]\nstrategy = "fsdp"', "cluster.strategy", "gpus > 1"),
+        ('[cluster]\ngpus = 2\nstrategy = "fsdp"\n[trainer]\nmanual_optimization = true', "cluster.strategy", "manual"),
+        ('[cluster]\ngpus = 2\nstrategy = "fsdp"\n[trainer]\ncompile = true', "trainer.compile", "fsdp"),
+        ("[cluster]\ngpus = 2\nfsdp_cpu_offload = true", "cluster.fsdp_cpu_offload", "fsdp"),
+        ('[cluster]\nstrategy = "zero3"', "cluster.strategy", '"ddp", "fsdp"'),
+    ],
+)
+def test_fsdp_settings_that_cannot_work_are_refused(text: str, key: str, fragment: str) -> None:
+    found = problems(text + "\n")
+    assert any(f": {key}: " in p and fragment in p for p in found), found
+
+
+def test_fsdp_on_several_gpus_is_valid() -> None:
+    spec = parse('[cluster]\ngpus = 2\nstrategy = "fsdp"\nfsdp_cpu_offload = true\n')
+    assert (spec["cluster"]["strategy"], spec["cluster"]["fsdp_cpu_offload"]) == ("fsdp", True)

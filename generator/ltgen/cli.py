@@ -21,6 +21,7 @@ from ltgen.spec import (
     SpecError,
     dataset_seeds,
     default_text,
+    model_seeds,
     parse,
     read,
     with_values,
@@ -46,6 +47,11 @@ class Precision(str, enum.Enum):
 
 Dataset = enum.Enum("Dataset", {name: name for name in DATASETS}, type=str)
 Arch = enum.Enum("Arch", {name: name for name in ARCHS}, type=str)
+
+
+class Strategy(str, enum.Enum):
+    ddp = "ddp"
+    fsdp = "fsdp"
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -108,7 +114,10 @@ def new(
     dataset: Annotated[
         Dataset | None, typer.Option(help="[data] dataset; also picks its usual model unless --model says.")
     ] = None,
-    model: Annotated[Arch | None, typer.Option(help="[model] arch.")] = None,
+    model: Annotated[Arch | None, typer.Option(help="[model] arch; gan also turns on manual optimization.")] = None,
+    strategy: Annotated[
+        Strategy | None, typer.Option(help="[cluster] strategy: ddp, or fsdp to shard the model across GPUs.")
+    ] = None,
     slurm: Annotated[
         bool | None, typer.Option("--slurm/--no-slurm", help="Emit a SLURM launcher ([cluster.slurm] enabled).")
     ] = None,
@@ -146,13 +155,15 @@ def new(
         fail(f"cannot look into {target} ({error.strerror or error})")
     source = str(spec_file) if spec_file else SPEC_FILE
     text = read_spec(spec_file, label="--spec ") if spec_file is not None else default_text(name)
-    given = {"cluster.gpus": gpus, "cluster.nodes": nodes, "cluster.slurm.enabled": slurm}
+    given = {"cluster.gpus": gpus, "cluster.nodes": nodes, "cluster.slurm.enabled": slurm, "cluster.strategy": strategy}
     given |= {"trainer.precision": precision, "data.dataset": dataset, "model.arch": model}
     seeds = {
         key: value.value if isinstance(value, enum.Enum) else value for key, value in given.items() if value is not None
     }
     if dataset is not None:  # the dataset's usual model and settings, under what the command line says
         seeds = dataset_seeds(dataset.value) | seeds
+    if "model.arch" in seeds:  # and the model's own (a GAN's manual optimization)
+        seeds = model_seeds(seeds["model.arch"]) | seeds
     updates = {"project.name": name, **seeds}
     try:
         text = with_values(text, updates)

@@ -38,12 +38,24 @@ def build(spec: Spec) -> dict[str, Any]:
     validation = trainer["limit_val_batches"] != 0
     top_k = ckpt["save_top_k"] != 0
     distributed = cluster["gpus"] > 1 or cluster["nodes"] > 1 or slurm["enabled"]
+    fsdp = distributed and cluster["strategy"] == "fsdp"
     compile_model = trainer["compile"]
     flags = {
         "distributed": distributed,
+        "ddp": distributed and not fsdp,
+        # FSDP2 shards the model in place (no wrapper); its checkpoints are folders of shards, not .pt files.
+        "fsdp": fsdp,
+        "fsdp_cpu_offload": fsdp and cluster["fsdp_cpu_offload"],
+        "ckpt_ext": "" if fsdp else ".pt",
         "slurm": slurm["enabled"],
         "compile": compile_model,
-        "wrapped": distributed or compile_model,
+        "wrapped": (distributed and not fsdp) or compile_model,
+        # training_step(models, optimizers, batch, step) runs backward and the steps through manual.py's helpers.
+        "manual": trainer["manual_optimization"],
+        # build_model returns an nn.ModuleDict of models, each with its own optimizer (a GAN's two).
+        "several_models": model["arch"] == "gan",
+        # a grid of generated images at each validation, from a latent batch fixed at the start, written to out_dir.
+        "samples": model["arch"] == "gan" and validation and (ckpt["save_last"] or top_k or logging["tensorboard"]),
         "amp_dtype": {"32": "", "16-mixed": "torch.float16", "bf16-mixed": "torch.bfloat16"}[trainer["precision"]],
         # torch.autocast's arguments: with no dtype it takes float16 on a GPU and bfloat16 on the CPU, which is
         # what 16-mixed means (float16 autocast on the CPU is slow and unscaled: Lightning switches to bf16 too).
@@ -76,6 +88,7 @@ def build(spec: Spec) -> dict[str, Any]:
         "workers": data["num_workers"] > 0,
         "hooks": list(hooks),
     }
+    flags["fsdp_param_dtype"] = flags["amp_dtype"] if fsdp else ""  # FSDP's mixed precision: parameters cast once
     flags |= _task(data, model)
     fields = _config_fields(spec, flags)
     return {
@@ -102,6 +115,7 @@ def _step_imports(flags: dict[str, Any]) -> list[str]:
     names += ["test_step"] if flags["test"] else []
     names += ["summarize"] if flags["summarize"] and (flags["validation"] or flags["sanity"] or flags["test"]) else []
     names += ["throughput"] if flags["throughput"] else []
+    names += ["sample_images", "sample_latent", "save_grid"] if flags["samples"] else []
     return sorted(names)
 
 
@@ -157,6 +171,7 @@ def _describe_model(model: dict[str, Any]) -> str:
         "cnn": f"a CNN of {len(model['channels'])} conv blocks ({', '.join(map(str, model['channels']))} channels){dropout}",
         "resnet": f"a ResNet-{model['depth']} (CIFAR stem, first stage {model['width']} channels wide){dropout}",
         "gpt": f"a GPT of {model['n_layer']} layers, {model['n_head']} heads, {model['n_embd']} wide{dropout}",
+        "gan": f"a DCGAN: a generator of images from {model['latent_dim']}-dimensional noise, and a discriminator",
         "custom": "your own model (model.py's stub)",
     }[model["arch"]]
 
@@ -174,6 +189,7 @@ def _optimizer(optim: dict[str, Any]) -> dict[str, Any]:
         "optimizer": optim["optimizer"],
         "weight_decay": repr(optim["weight_decay"]),
         "momentum": repr(optim["momentum"]),
+        "betas": repr(tuple(optim["betas"])),
         "scheduler": scheduler,
         "has_scheduler": scheduler != "none" or warmup > 0,
         "total_steps": scheduler == "cosine",
@@ -228,7 +244,9 @@ def _config_fields(spec: Spec, flags: dict[str, Any]) -> list[dict[str, Any]]:
         ("out_dir", '"outputs"', "str", flags["checkpointing"] or flags["tensorboard"]),
         ("batch_size", "data.batch_size", "int", True),
         ("num_workers", "data.num_workers", "int", flags["workers"]),
-        ("lr", "optim.lr", "float", True),
+        ("lr", "optim.lr", "float", not flags["several_models"]),
+        ("lr_g", "optim.lr_g", "float", flags["several_models"]),
+        ("lr_d", "optim.lr_d", "float", flags["several_models"]),
         ("max_epochs", "trainer.max_epochs", "int", True),
         ("max_steps", "trainer.max_steps", "int", True),
         ("min_epochs", "trainer.min_epochs", "int", flags["early_stopping"]),
@@ -288,6 +306,8 @@ _FIELD_CHECKS = {
     "batch_size": ("{v} >= 1", "an integer >= 1"),
     "num_workers": ("{v} >= 0", "an integer >= 0"),
     "lr": ("0 < {v} < math.inf", "a finite number > 0"),
+    "lr_g": ("0 < {v} < math.inf", "a finite number > 0"),
+    "lr_d": ("0 < {v} < math.inf", "a finite number > 0"),
     "max_epochs": ("{v} >= 1 or {v} == -1", "an integer >= 1, or -1 for no limit"),
     "max_steps": ("{v} >= 1 or {v} == -1", "an integer >= 1, or -1 for no limit"),
     "min_epochs": ("{v} >= 0", "an integer >= 0"),

@@ -159,6 +159,12 @@ def batch_limit(zero_ok: bool = False) -> Check:
     return check
 
 
+def betas(value: Any) -> str | None:
+    if isinstance(value, list) and len(value) == 2 and all(_is_number(b) and 0 <= b < 1 for b in value):
+        return None
+    return "two numbers in [0, 1), such as [0.5, 0.999]"
+
+
 def off_or_number(value: Any) -> str | None:
     """A threshold: false (off) or a finite number."""
     if value is False or (_is_number(value) and math.isfinite(value)):
@@ -230,13 +236,13 @@ class Section:
 
 
 DATASETS = ("mnist", "cifar10", "image_folder", "text", "csv", "custom", "synthetic")
-ARCHS = ("mlp", "cnn", "resnet", "gpt", "custom")
+ARCHS = ("mlp", "cnn", "resnet", "gpt", "custom", "gan")
 IMAGE_ARCHS = ("mlp", "cnn", "resnet")
 # The models each dataset can train: the model's input and output must fit the data's.
 VALID_ARCHS = {
-    "mnist": IMAGE_ARCHS,
-    "synthetic": IMAGE_ARCHS,
-    "cifar10": IMAGE_ARCHS,
+    "mnist": (*IMAGE_ARCHS, "gan"),
+    "synthetic": (*IMAGE_ARCHS, "gan"),
+    "cifar10": (*IMAGE_ARCHS, "gan"),
     "image_folder": IMAGE_ARCHS,
     "text": ("gpt",),
     "csv": ("mlp",),
@@ -250,6 +256,12 @@ DATASET_SEEDS: dict[str, dict[str, Any]] = {
     "csv": {"model.arch": "mlp"},
     "custom": {"model.arch": "custom"},
 }
+# What `ltgen new --model M` sets besides [model] arch (under what the command line says).
+MODEL_SEEDS: dict[str, dict[str, Any]] = {
+    # A GAN steps two optimizers by hand, at constant learning rates; it has no loss to rank checkpoints by.
+    "gan": {"trainer.manual_optimization": True, "optim.scheduler": "none", "checkpoint.save_top_k": 0},
+}
+GAN_METRICS = ("val_loss_d", "val_loss_g", "val_d_real", "val_d_fake")  # what the GAN's validation_step returns
 RESNET_STAGES = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}  # basic blocks per stage
 METRIC = text(METRIC_PATTERN, 'a validation metric name such as "val_loss" or "val_acc"')
 MODE = choice("min", "max")
@@ -269,7 +281,7 @@ SCHEMA: dict[str, Section] = {
             "arch": Key(
                 choice(*ARCHS),
                 "mlp",
-                '"mlp" | "cnn" | "resnet" (images) | "gpt" (text) | "custom" (your own, with dataset "custom")',
+                '"mlp" | "cnn" | "resnet" | "gan" (images) | "gpt" (text) | "custom" (your own, with dataset "custom")',
             ),
             "hidden_sizes": Key(int_list(1, 0, 8, hi=65536), [128], "mlp: widths of the hidden layers"),
             "channels": Key(
@@ -282,6 +294,9 @@ SCHEMA: dict[str, Section] = {
             "n_head": Key(integer(1, 128), 6, "gpt: attention heads (n_embd must be a multiple of n_head)"),
             "n_embd": Key(integer(1, 16384), 384, "gpt: embedding width"),
             "bias": Key(boolean, False, "gpt: biases in the linear layers and LayerNorms"),
+            "latent_dim": Key(integer(1, 4096), 100, "gan: size of the noise vector the generator starts from"),
+            "generator_width": Key(integer(1, 1024), 64, "gan: channels of the generator's last hidden layer"),
+            "discriminator_width": Key(integer(1, 1024), 64, "gan: channels of the discriminator's first layer"),
         }
     ),
     "data": Section(
@@ -335,6 +350,9 @@ SCHEMA: dict[str, Section] = {
             "plateau_patience": Key(integer(0), 2, "plateau: validations without improvement before the lr drops"),
             "monitor": Key(METRIC, "val_loss", "plateau: the metric watched"),
             "mode": Key(MODE, "min", "plateau: whether the metric should go down (min) or up (max)"),
+            "lr_g": Key(number(0.0, lo_open=True), 2e-4, "gan: the generator's Adam learning rate"),
+            "lr_d": Key(number(0.0, lo_open=True), 2e-4, "gan: the discriminator's Adam learning rate"),
+            "betas": Key(betas, [0.5, 0.999], "gan: Adam's betas, for both optimizers"),
         }
     ),
     "trainer": Section(
@@ -366,6 +384,9 @@ SCHEMA: dict[str, Section] = {
                 choice("stop", "skip", "off"), "stop", '"stop" | "skip" (the optimizer step) | "off"'
             ),
             "compile": Key(boolean, False, "torch.compile the model"),
+            "manual_optimization": Key(
+                boolean, False, "training_step runs backward and the optimizer steps itself (a GAN needs it)"
+            ),
         }
     ),
     "early_stopping": Section(
@@ -404,8 +425,18 @@ SCHEMA: dict[str, Section] = {
     ),
     "cluster": Section(
         {
-            "gpus": Key(integer(0, 1024), 1, "GPUs per node; more than 1 (or more nodes) emits DDP"),
+            "gpus": Key(
+                integer(0, 1024), 1, "GPUs per node; more than 1 (or more nodes) trains distributed, by strategy"
+            ),
             "nodes": Key(integer(1, 100000), 1, "machines"),
+            "strategy": Key(
+                choice("ddp", "fsdp"),
+                "ddp",
+                '"ddp": a model copy per GPU | "fsdp": parameters, gradients and optimizer state sharded (FSDP2)',
+            ),
+            "fsdp_cpu_offload": Key(
+                boolean, False, "fsdp: keep the sharded parameters and optimizer state in CPU memory"
+            ),
         }
     ),
     "cluster.slurm": Section(
@@ -628,6 +659,7 @@ def _cross_checks(v: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
         if hook in hooks and not available:
             out.append(("hooks.emit", f"{hook} is never called without {what}"))
     out += _batch_count_checks(v)
+    out += _optimization_checks(v)
     if v["debug"]["overfit_batches"] and trainer["limit_train_batches"] != 1.0:
         out.append(
             (
@@ -660,6 +692,60 @@ def _task_checks(v: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
                 f"expected at least {needed}: each of the {len(model['channels'])} conv blocks halves it",
             )
         )
+    return out
+
+
+def _optimization_checks(v: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """Manual optimization and FSDP: what they need, and what they do not support (yet)."""
+    model, trainer, optim, cluster = v["model"], v["trainer"], v["optim"], v["cluster"]
+    manual, fsdp = trainer["manual_optimization"], cluster["strategy"] == "fsdp"
+    out = []
+    if model["arch"] == "gan" and "gan" in VALID_ARCHS[v["data"]["dataset"]]:  # else the arch is the problem
+        if not manual:
+            out.append(
+                ("trainer.manual_optimization", 'expected true with arch = "gan": it steps two optimizers by hand')
+            )
+        if optim["scheduler"] != "none" or optim["warmup_steps"]:
+            out.append(
+                ("optim.scheduler", 'expected "none" (and no warm-up) with arch = "gan": lr_g and lr_d stay constant')
+            )
+        monitors = {
+            "checkpoint.monitor": v["checkpoint"]["save_top_k"] != 0,
+            "early_stopping.monitor": v["early_stopping"]["enabled"],
+        }
+        for key, used in monitors.items():
+            section, name = key.split(".")
+            if used and v[section][name] not in GAN_METRICS:
+                expected = ", ".join(f'"{metric}"' for metric in GAN_METRICS)
+                out.append((key, f"expected one of the GAN's validation metrics, {expected}"))
+    if manual:
+        if optim["scheduler"] == "plateau" or (optim["scheduler_interval"] == "epoch" and optim["scheduler"] != "none"):
+            out.append(
+                (
+                    "optim.scheduler",
+                    'steps with its optimizer under manual_optimization: use scheduler_interval = "step", not "plateau"',
+                )
+            )
+        if trainer["nonfinite_loss"] == "skip":
+            out.append(
+                ("trainer.nonfinite_loss", 'expected "stop" or "off" with manual_optimization (training_step steps)')
+            )
+        if v["debug"]["log_grad_norm"]:
+            out.append(
+                ("debug.log_grad_norm", "expected false with manual_optimization: training_step sees the gradients")
+            )
+        for hook in ("on_before_optimizer_step", "on_train_batch_end"):
+            if hook in v["hooks"]["emit"]:
+                out.append(("hooks.emit", f"{hook} is not called with manual_optimization: do it in training_step"))
+    distributed = cluster["gpus"] > 1 or cluster["nodes"] > 1 or v["cluster.slurm"]["enabled"]
+    if fsdp and not distributed:
+        out.append(("cluster.strategy", '"fsdp" shards across processes: set gpus > 1, nodes > 1 or slurm'))
+    if fsdp and manual:
+        out.append(("cluster.strategy", '"fsdp" does not support manual_optimization (or arch = "gan") yet: use "ddp"'))
+    if fsdp and trainer["compile"]:
+        out.append(("trainer.compile", 'expected false with strategy = "fsdp" (not supported together yet)'))
+    if cluster["fsdp_cpu_offload"] and not fsdp:
+        out.append(("cluster.fsdp_cpu_offload", 'needs strategy = "fsdp"'))
     return out
 
 
@@ -717,6 +803,11 @@ def _batch_count_checks(v: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
 def dataset_seeds(dataset: str) -> dict[str, Any]:
     """The dotted keys `ltgen new --dataset D` sets besides data.dataset."""
     return dict(DATASET_SEEDS.get(dataset, {}))
+
+
+def model_seeds(arch: str) -> dict[str, Any]:
+    """The dotted keys `ltgen new --model M` sets besides model.arch."""
+    return dict(MODEL_SEEDS.get(arch, {}))
 
 
 def default_text(name: str) -> str:

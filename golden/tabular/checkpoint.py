@@ -32,11 +32,16 @@ def save(state: dict, path: Path) -> None:
     if path.name == "last.pt" and path.exists():
         os.replace(path, path.with_name("last.prev.pt"))
     os.replace(temporary, path)
-    folder = os.open(path.parent, os.O_RDONLY)
+    sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, which makes the renames in it durable."""
+    descriptor = os.open(folder, os.O_RDONLY)
     try:
-        os.fsync(folder)  # make the renames durable too
+        os.fsync(descriptor)
     finally:
-        os.close(folder)
+        os.close(descriptor)
 
 
 def remove_temporaries(ckpt_dir: Path) -> None:

@@ -1,0 +1,278 @@
+"""Checkpoints: written atomically, loaded with weights_only=True, damaged ones detected.
+
+With FSDP a checkpoint is a folder: every rank writes its shards of the model and optimizer into it with
+torch.distributed.checkpoint (DCP), and rank 0 adds train_state.pt, the rest of the training state. The
+folder is written as NAME.tmp and renamed when complete; last is replaced atomically and the one before it
+stays as last.prev, so a crash at any moment leaves a checkpoint that loads. DCP reads the shards
+back into any number of processes: predict.py loads them into one.
+"""
+
+import math
+import os
+import random
+import re
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    get_model_state_dict,
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
+
+TRAIN_STATE = "train_state.pt"  # in each checkpoint folder, beside the shards: all but the model and optimizer
+REQUIRED_KEYS = ("epoch", "global_step", "batch_in_epoch", "rng")
+# What torch.load raises on a damaged or foreign file: almost anything, as its unpickler parses the bytes
+# (OSError, EOFError, RuntimeError, ValueError, IndexError, KeyError, struct.error, AssertionError, ...).
+LOAD_ERRORS = (Exception,)
+# torch warns about the pickle protocol of some files before refusing them; the refusal says enough.
+warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+# DCP warns that it reads or writes in a single process when no process group is set up: here that is intended.
+warnings.filterwarnings("ignore", "torch.distributed is disabled, unavailable or uninitialized", UserWarning)
+
+
+def save(state: dict, path: Path) -> None:
+    """Write state to path: a temporary file in the same folder, fsync, then os.replace."""
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as file:
+        torch.save(state, file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+    sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, which makes the renames in it durable."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def save_sharded(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """Write the folder `path`: every rank's shards of model and optimizer, and `state` (from rank 0). Every
+    rank must call this; it returns when the folder is in place."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    temporary = path.with_name(path.name + ".tmp")
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=temporary)  # a collective
+    if rank == 0:
+        save(state, temporary / TRAIN_STATE)
+        previous = path.with_name("last.prev")
+        if path.name == "last" and path.exists():
+            shutil.rmtree(previous, ignore_errors=True)
+            os.replace(path, previous)
+        elif path.exists():
+            shutil.rmtree(path)
+        os.replace(temporary, path)
+        sync_folder(path.parent)
+    if dist.is_initialized():
+        dist.barrier()  # no rank goes on (and saves again) before the folder is in place
+
+
+def load_sharded(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Load a checkpoint folder's model (and optimizer) state into this rank's shards. Every rank must call this."""
+    if optimizer is None:
+        state = {"model": get_model_state_dict(model)}
+        dcp.load(state, checkpoint_id=path)
+        set_model_state_dict(model, state["model"])
+        return
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optimizer_state}
+    dcp.load(state, checkpoint_id=path)  # each rank reads the pieces of the shards it holds now
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+def full_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The whole model of a checkpoint folder as plain tensors, in this one process: DCP reads every rank's shards
+    and joins them (no process group needed)."""
+    weights = {name: torch.empty_like(shape, device="cpu") for name, shape in load(path)["model"].items()}
+    dcp.load({"model": weights}, checkpoint_id=path)
+    return weights
+
+
+def remove(path: Path) -> None:
+    """Delete a checkpoint folder."""
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_temporaries(ckpt_dir: Path) -> None:
+    """Delete half-written folders left by a run killed mid-save."""
+    for path in ckpt_dir.glob("*.tmp"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def load(path: Path) -> dict:
+    """Read a checkpoint folder's train_state.pt (weights_only=True runs no pickled code), with "model" holding the
+    shapes of the saved weights (meta tensors, from DCP's metadata): load_sharded and full_weights read the weights."""
+    state = torch.load(path / TRAIN_STATE, map_location="cpu", weights_only=True)
+    missing = [key for key in REQUIRED_KEYS if key not in state] if isinstance(state, dict) else REQUIRED_KEYS
+    if missing:
+        raise ValueError(f"not a training checkpoint: no {', '.join(missing)}")
+    metadata = dcp.FileSystemReader(path).read_metadata()
+    # Each shard file must hold every byte the metadata places in it: a file cut short is a damaged checkpoint.
+    ends: dict[str, int] = {}
+    for item in metadata.storage_data.values():
+        ends[item.relative_path] = max(ends.get(item.relative_path, 0), item.offset + item.length)
+    for name, end in ends.items():
+        if (path / name).stat().st_size < end:
+            raise ValueError(f"its shard {name} is cut short")
+    state["model"] = {
+        key.removeprefix("model."): torch.empty(item.size, dtype=item.properties.dtype, device="meta")
+        for key, item in metadata.state_dict_metadata.items()
+        if key.startswith("model.")
+    }
+    return state
+
+
+def rank(top_k: list[tuple[float, str]], score: float, name: str, k: int, mode: str) -> tuple[list, str | None] | None:
+    """Lightning's top-k: (the new best-first list, the file it drops) if `name` enters the k best, else None.
+
+    A NaN score ranks last. A score only equal to the k-th does not enter, and of equal worst scores the
+    earliest is dropped, as Lightning's ModelCheckpoint does; file names play no part in the order.
+    """
+    sign = 1 if mode == "min" else -1
+    score = sign * math.inf if math.isnan(score) else score
+    if 0 <= k <= len(top_k) and not sign * score < sign * top_k[-1][0]:
+        return None
+    ranked = sorted([*top_k, (score, name)], key=lambda entry: sign * entry[0])  # stable: the earlier first
+    if not 0 < k < len(ranked):
+        return ranked, None
+    earliest_worst = next(i for i, (other, _) in enumerate(ranked) if other == ranked[-1][0])
+    return ranked, ranked.pop(earliest_worst)[1]
+
+
+def why(error: Exception) -> str:
+    """Why a file did not load, in one line. torch's messages run to paragraphs, and for a file that
+    weights_only=True refuses they suggest weights_only=False, which would run any code the file holds."""
+    if isinstance(error, EOFError):
+        return "empty or cut short"
+    if isinstance(error, OSError | RuntimeError) or type(error) is ValueError:  # no such file; a broken zip; not ours
+        return str(error).split("\n")[0].split(". ")[0]
+    return "not a checkpoint train.py wrote: damaged, or it pickles Python objects, which could run code"
+
+
+def step_in_name(path: Path) -> int:
+    """The optimizer step in a name like epoch=9-step=4690.pt, or -1. Names sort as text (step=10 < step=9)."""
+    match = re.search(r"step=(\d+)", path.name)
+    return int(match[1]) if match else -1
+
+
+def for_inference(path: Path | None, ckpt_dir: Path) -> tuple[dict, Path]:
+    """The checkpoint predict.py and sample.py use, and its path: `path`, or else the best in the top-k list of the
+    newest checkpoint in ckpt_dir that loads. One line and exit 1 when there is none."""
+    if path is None:
+        found = find("last", ckpt_dir)  # last, or else the newest checkpoint that loads
+        if found is None:
+            raise SystemExit(f"No checkpoint in {ckpt_dir}/: train first (python train.py), or pass --checkpoint FILE")
+        newest, path = found
+        if newest.get("top_k") and (ckpt_dir / newest["top_k"][0][1]).is_dir():
+            path = ckpt_dir / newest["top_k"][0][1]
+    try:
+        state = load(path)
+        state["model"] = full_weights(path)
+    except LOAD_ERRORS as error:
+        raise SystemExit(f"{path}: cannot load it ({why(error)}); pass a checkpoint train.py saved") from None
+    if "data_info" not in state:
+        raise SystemExit(f"{path} has no data_info, which the model is built from: an older train.py saved it")
+    return state, path
+
+
+def find(resume: str, ckpt_dir: Path) -> tuple[dict, Path] | None:
+    """The checkpoint to resume from: the file `resume`, or for "last" the newest one in ckpt_dir that loads:
+    last, else the last before it, else the other checkpoints (top-k), highest step first."""
+    if resume != "last":
+        try:
+            return load(Path(resume)), Path(resume)
+        except LOAD_ERRORS as error:
+            raise SystemExit(
+                f"--resume {resume}: cannot load it ({why(error)}); pass a checkpoint train.py saved, or --resume last"
+            ) from None
+    last, previous = ckpt_dir / "last", ckpt_dir / "last.prev"
+    others = sorted((p for p in ckpt_dir.glob("epoch=*") if p.suffix != ".tmp"), key=step_in_name, reverse=True)
+    damaged = 0
+    for path in (p for p in (last, previous, *others) if p.exists()):
+        try:
+            return load(path), path
+        except LOAD_ERRORS as error:
+            print(f"warning: {path} is damaged ({why(error)}); trying the one before it", file=sys.stderr)
+            damaged += 1
+    if damaged:  # starting afresh would train over them: let a person decide
+        raise SystemExit(
+            f"--resume last: none of the {damaged} checkpoints in {ckpt_dir} loads; move them away to start afresh"
+        )
+    return None
+
+
+def check_compatible(state: dict, model: torch.nn.Module, config: dict, data_info: dict, path: Path) -> None:
+    """Refuse a checkpoint of a differently shaped model or other data; warn about settings that changed since."""
+    if state.get("data_info", data_info) != data_info:
+        differ = [
+            key for key in {**data_info, **state["data_info"]} if data_info.get(key) != state["data_info"].get(key)
+        ]
+        raise SystemExit(
+            f"{path} was trained on other data (its {', '.join(differ)} differ), so training cannot resume from it"
+        )
+    current = model.state_dict()
+    saved = state["model"]
+    problems = [
+        f"{name}: {tuple(saved[name].shape)} in the checkpoint, {tuple(t.shape)} now"
+        for name, t in current.items()
+        if name in saved and saved[name].shape != t.shape
+    ]
+    problems += [f"{name}: only in the checkpoint" for name in saved if name not in current]
+    problems += [f"{name}: not in the checkpoint" for name in current if name not in saved]
+    if problems:
+        raise SystemExit(
+            f"{path} holds a different model, so training cannot resume from it:\n  "
+            + "\n  ".join(problems[:10])
+            + "\nResume with the model it was trained with, or start a new run in another --out-dir."
+        )
+    changed = [
+        f"{key} {old!r} -> {config[key]!r}"
+        for key, old in state.get("config", {}).items()
+        if key in config and config[key] != old
+    ]
+    if changed:
+        print("warning: resuming with changed settings: " + ", ".join(changed), file=sys.stderr)
+
+
+def rng_state(device: torch.device) -> dict:
+    """This process's random state: Python's, torch's on the CPU and, on a GPU, that device's."""
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def gather_rng_states(device: torch.device) -> list[dict]:
+    """The random state of every process, by rank (a collective: every rank must call it)."""
+    if not dist.is_initialized():
+        return [rng_state(device)]
+    states: list = [None] * dist.get_world_size()
+    dist.all_gather_object(states, rng_state(device))
+    return states
+
+
+def restore_rng_state(states: list[dict], device: torch.device) -> None:
+    """Put this process's random state back as it was when the checkpoint was saved."""
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if len(states) != world_size:
+        print(
+            f"warning: the checkpoint was saved by {len(states)} processes, not {world_size}: random streams start afresh",
+            file=sys.stderr,
+        )
+        return
+    random.setstate(states[rank]["python"])
+    torch.set_rng_state(states[rank]["torch"])
+    if device.type == "cuda" and "cuda" in states[rank]:
+        torch.cuda.set_rng_state(states[rank]["cuda"], device)

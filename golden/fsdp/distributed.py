@@ -1,0 +1,53 @@
+"""FSDP set-up: one process per GPU (or several on the CPU, with gloo) under torchrun; plain `python train.py`
+still runs as a single process."""
+
+import gc
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.fsdp import fully_shard
+
+
+def setup(device: str) -> tuple[int, int, torch.device]:
+    """Join the process group if torchrun started us; return (rank, world size, this process's device)."""
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise SystemExit("--device cuda, but no CUDA device is available")
+    if "RANK" not in os.environ:  # plain `python train.py`: a single process
+        return 0, 1, torch.device("cuda" if use_cuda else "cpu")
+    rank, world_size, local_rank = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    if use_cuda:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+        return rank, world_size, device
+    dist.init_process_group("gloo")
+    return rank, world_size, torch.device("cpu")
+
+
+def shard(model: nn.Module, blocks: list[nn.Module]) -> None:
+    """FSDP2: shard each block, then the rest of the model, across the ranks (in place: its parameters become
+    DTensors, each rank holding 1/world_size of every one). In a forward pass a block's full weights are gathered
+    just before it runs and freed after it; gradients are reduce-scattered back to the shards.
+    A single process (plain `python train.py`) has nothing to shard and trains the model as it is."""
+    if not dist.is_initialized():
+        return
+    options = {}
+    for block in blocks:
+        fully_shard(block, **options)
+    fully_shard(model, **options)  # the root: every parameter not in a block (embeddings, the output layer)
+
+
+def print0(*args: object) -> None:
+    """print, on rank 0 only."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(*args)
+
+
+def leave_process_group() -> None:
+    """Leave the process group, if torchrun started us."""
+    gc.collect()
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,178 @@
+"""Checkpoints: written atomically, loaded with weights_only=True, damaged ones detected.
+
+last.pt is replaced atomically and the one before it stays as last.prev.pt, so a crash at
+any moment, even in the middle of a write, leaves a checkpoint that loads.
+"""
+
+import os
+import random
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+REQUIRED_KEYS = ("model", "optimizers", "epoch", "global_step", "batch_in_epoch", "rng")
+# What torch.load raises on a damaged or foreign file: almost anything, as its unpickler parses the bytes
+# (OSError, EOFError, RuntimeError, ValueError, IndexError, KeyError, struct.error, AssertionError, ...).
+LOAD_ERRORS = (Exception,)
+# torch warns about the pickle protocol of some files before refusing them; the refusal says enough.
+warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+
+
+def save(state: dict, path: Path) -> None:
+    """Write state to path: a temporary file in the same folder, fsync, then os.replace."""
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as file:
+        torch.save(state, file)
+        file.flush()
+        os.fsync(file.fileno())
+    if path.name == "last.pt" and path.exists():
+        os.replace(path, path.with_name("last.prev.pt"))
+    os.replace(temporary, path)
+    sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, which makes the renames in it durable."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def remove_temporaries(ckpt_dir: Path) -> None:
+    """Delete half-written files left by a run killed mid-save."""
+    for path in ckpt_dir.glob("*.tmp"):
+        path.unlink(missing_ok=True)
+
+
+def load(path: Path) -> dict:
+    """Read a checkpoint: tensors, numbers, strings, lists and dicts only (weights_only=True runs no pickled code)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    missing = [key for key in REQUIRED_KEYS if key not in state] if isinstance(state, dict) else REQUIRED_KEYS
+    if missing:
+        raise ValueError(f"not a training checkpoint: no {', '.join(missing)}")
+    return state
+
+
+def why(error: Exception) -> str:
+    """Why a file did not load, in one line. torch's messages run to paragraphs, and for a file that
+    weights_only=True refuses they suggest weights_only=False, which would run any code the file holds."""
+    if isinstance(error, EOFError):
+        return "empty or cut short"
+    if isinstance(error, OSError | RuntimeError) or type(error) is ValueError:  # no such file; a broken zip; not ours
+        return str(error).split("\n")[0].split(". ")[0]
+    return "not a checkpoint train.py wrote: damaged, or it pickles Python objects, which could run code"
+
+
+def step_in_name(path: Path) -> int:
+    """The optimizer step in a name like epoch=9-step=4690.pt, or -1. Names sort as text (step=10 < step=9)."""
+    match = re.search(r"step=(\d+)", path.name)
+    return int(match[1]) if match else -1
+
+
+def for_inference(path: Path | None, ckpt_dir: Path) -> tuple[dict, Path]:
+    """The checkpoint predict.py and sample.py use, and its path: `path`, or else the
+    newest checkpoint in ckpt_dir that loads. One line and exit 1 when there is none."""
+    if path is None:
+        found = find("last", ckpt_dir)  # last.pt, or else the newest checkpoint that loads
+        if found is None:
+            raise SystemExit(f"No checkpoint in {ckpt_dir}/: train first (python train.py), or pass --checkpoint FILE")
+        path = found[1]
+    try:
+        state = load(path)
+    except LOAD_ERRORS as error:
+        raise SystemExit(f"{path}: cannot load it ({why(error)}); pass a checkpoint train.py saved") from None
+    if "data_info" not in state:
+        raise SystemExit(f"{path} has no data_info, which the model is built from: an older train.py saved it")
+    return state, path
+
+
+def find(resume: str, ckpt_dir: Path) -> tuple[dict, Path] | None:
+    """The checkpoint to resume from: the file `resume`, or for "last" the newest one in ckpt_dir that loads:
+    last.pt, else the last.pt before it, else the other checkpoints (top-k), highest step first."""
+    if resume != "last":
+        try:
+            return load(Path(resume)), Path(resume)
+        except LOAD_ERRORS as error:
+            raise SystemExit(
+                f"--resume {resume}: cannot load it ({why(error)}); pass a checkpoint train.py saved, or --resume last"
+            ) from None
+    last, previous = ckpt_dir / "last.pt", ckpt_dir / "last.prev.pt"
+    others = sorted((p for p in ckpt_dir.glob("*.pt") if p not in (last, previous)), key=step_in_name, reverse=True)
+    damaged = 0
+    for path in (p for p in (last, previous, *others) if p.exists()):
+        try:
+            return load(path), path
+        except LOAD_ERRORS as error:
+            print(f"warning: {path} is damaged ({why(error)}); trying the one before it", file=sys.stderr)
+            damaged += 1
+    if damaged:  # starting afresh would train over them: let a person decide
+        raise SystemExit(
+            f"--resume last: none of the {damaged} checkpoints in {ckpt_dir} loads; move them away to start afresh"
+        )
+    return None
+
+
+def check_compatible(state: dict, model: torch.nn.Module, config: dict, data_info: dict, path: Path) -> None:
+    """Refuse a checkpoint of a differently shaped model or other data; warn about settings that changed since."""
+    if state.get("data_info", data_info) != data_info:
+        differ = [
+            key for key in {**data_info, **state["data_info"]} if data_info.get(key) != state["data_info"].get(key)
+        ]
+        raise SystemExit(
+            f"{path} was trained on other data (its {', '.join(differ)} differ), so training cannot resume from it"
+        )
+    current = model.state_dict()
+    saved = state["model"]
+    problems = [
+        f"{name}: {tuple(saved[name].shape)} in the checkpoint, {tuple(t.shape)} now"
+        for name, t in current.items()
+        if name in saved and saved[name].shape != t.shape
+    ]
+    problems += [f"{name}: only in the checkpoint" for name in saved if name not in current]
+    problems += [f"{name}: not in the checkpoint" for name in current if name not in saved]
+    if problems:
+        raise SystemExit(
+            f"{path} holds a different model, so training cannot resume from it:\n  "
+            + "\n  ".join(problems[:10])
+            + "\nResume with the model it was trained with, or start a new run in another --out-dir."
+        )
+    changed = [
+        f"{key} {old!r} -> {config[key]!r}"
+        for key, old in state.get("config", {}).items()
+        if key in config and config[key] != old
+    ]
+    if changed:
+        print("warning: resuming with changed settings: " + ", ".join(changed), file=sys.stderr)
+
+
+def rng_state(device: torch.device) -> dict:
+    """This process's random state: Python's, torch's on the CPU and, on a GPU, that device's."""
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def gather_rng_states(device: torch.device) -> list[dict]:
+    """The random state of every process, by rank."""
+    return [rng_state(device)]
+
+
+def restore_rng_state(states: list[dict], device: torch.device) -> None:
+    """Put this process's random state back as it was when the checkpoint was saved."""
+    rank, world_size = 0, 1
+    if len(states) != world_size:
+        print(
+            f"warning: the checkpoint was saved by {len(states)} processes, not {world_size}: random streams start afresh",
+            file=sys.stderr,
+        )
+        return
+    random.setstate(states[rank]["python"])
+    torch.set_rng_state(states[rank]["torch"])
+    if device.type == "cuda" and "cuda" in states[rank]:
+        torch.cuda.set_rng_state(states[rank]["cuda"], device)

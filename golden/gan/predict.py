@@ -1,0 +1,64 @@
+"""Generate images with a trained GAN checkpoint's generator.
+
+    python predict.py [--count 64] [--output generated] [--seed 0] [--checkpoint PATH] [--out-dir outputs] [--device auto|cpu|cuda]
+
+Writes OUTPUT/0000.png, 0001.png, ... (--count images) and OUTPUT/grid.png, all of them in one picture. Without
+--checkpoint, the newest checkpoint in OUT_DIR/checkpoints/ is used. The same --seed gives the same images.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+import checkpoint
+from model import build_model
+from steps import sample_images, sample_latent, save_grid
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=64, help="how many images to generate")
+    parser.add_argument("--output", type=Path, default=Path("generated"), help="the folder to write them to")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the noise the images are generated from")
+    parser.add_argument(
+        "--checkpoint", type=Path, help="a checkpoint train.py saved (default: the newest in OUT_DIR/checkpoints)"
+    )
+    parser.add_argument("--out-dir", type=Path, default=Path("outputs"), help="train.py's --out-dir")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    args = parser.parse_args()
+    if not 1 <= args.count <= 100000:
+        parser.error("--count must be from 1 to 100000")
+    if not 0 <= args.seed < 2**63:
+        parser.error("--seed must be from 0 to 2**63 - 1")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda, but no CUDA device is available")
+    device = torch.device(
+        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
+    state, path = checkpoint.for_inference(args.checkpoint, args.out_dir / "checkpoints")
+    models = build_model(state["data_info"], device)
+    try:
+        models.load_state_dict(state["model"])
+    except RuntimeError as error:  # its first line says "Error(s) in loading state_dict"; the next ones say which
+        detail = str(error).splitlines()[1:2] or [str(error)]
+        raise SystemExit(f"{path} holds another model than model.py builds: {detail[0].strip()[:300]}") from None
+    latent = sample_latent(args.count, torch.Generator().manual_seed(args.seed)).to(device)
+    images = torch.cat([sample_images(models, chunk) for chunk in latent.split(256)])  # in [0, 1]
+    try:
+        for i, image in enumerate(images):
+            save_grid(image[None], args.output / f"{i:04d}.png", gap=0)
+        save_grid(images, args.output / "grid.png")
+    except OSError as error:
+        raise SystemExit(f"cannot write to {args.output}: {error.strerror or error}") from None
+    print(f"Wrote {len(images)} images from {path} to {args.output}/ (and grid.png)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
