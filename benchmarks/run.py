@@ -1,6 +1,6 @@
 """Every speed and memory target of ltgen, measured side by side with its anchor, in one command.
 
-Four figures, each an ltgen measure beside an anchor that does the same work the plainest way:
+Five figures, each an ltgen measure beside an anchor that does the same work the plainest way:
 
 1. ltgen's own latency, whole process: `ltgen new p --gpus 4` (into a fresh folder), `ltgen regen` on an
    unchanged project, `ltgen --help`, `ltgen --version` and `ltgen check`, against `python -c "import copier"`.
@@ -11,6 +11,9 @@ Four figures, each an ltgen measure beside an anchor that does the same work the
    whole process's wall time and its peak RSS (the child's own, from os.wait4).
 4. Start-up: `python train.py --fast-dev-run --dataset synthetic` in a default mnist project against
    benchmarks/startup_anchor.py, which imports the same libraries and runs one training step.
+5. FSDP's memory: the bytes of parameters and optimizer state each of 2 gloo ranks holds after a few AdamW steps
+   of a GPT, with `[cluster] strategy = "fsdp"` against the same project with "ddp" (a whole copy on every rank).
+   Bytes do not vary from run to run: measured once, in the first round.
 
 Figures 2 to 4 run on one CPU thread (OMP_NUM_THREADS=1). Each round runs every pair back to back (figure 1's three times), which one
 goes first alternating; a ratio is ltgen / anchor within one round, and the report shows the
@@ -70,6 +73,35 @@ MNIST_SPEC = {
     "logging.progress_bar": False,
     "debug.param_summary": False,
 }
+# Figure 5: a 4-layer GPT (about 3.2M parameters) on 2 ranks for a few steps; strategy is set per run.
+FSDP_SPEC = {
+    "data.dataset": "text",
+    "data.block_size": 64,
+    "data.batch_size": 4,
+    "model.arch": "gpt",
+    "model.n_layer": 4,
+    "model.n_head": 4,
+    "model.n_embd": 256,
+    "model.dropout": 0.0,
+    "cluster.gpus": 2,
+    "trainer.max_steps": 3,
+    "trainer.limit_val_batches": 1,
+    "trainer.limit_test_batches": 1,
+    "trainer.num_sanity_val_steps": 0,
+    "checkpoint.save_top_k": 0,
+    "checkpoint.save_last": False,
+    "logging.tensorboard": False,
+    "logging.progress_bar": False,
+    "debug.param_summary": False,
+}
+# Put into each figure-5 project's train.py before its test pass: this rank's bytes of parameters and optimizer
+# state (with FSDP, its shards: DTensor.to_local), written to $STATE_BYTES_DIR/RANK.
+STATE_BYTES = """
+    held = [*{model}.parameters(), *(v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v))]
+    held = [t.to_local() if hasattr(t, "to_local") else t for t in held]
+    out = Path(__import__("os").environ["STATE_BYTES_DIR"]) / str(rank)
+    out.write_text(str(sum(t.numel() * t.element_size() for t in held)))
+"""
 LATENCY_REPEATS = 3  # pairs of figure 1 per round
 T = TypeVar("T")
 COPIER = '`python -c "import copier"`'  # figure 1's anchor
@@ -151,8 +183,20 @@ def ltgen_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "ltgen"]
 
 
+def state_bytes_project(parent: Path, strategy: str) -> Path:
+    """Figure 5's project for `strategy`, its train.py writing each rank's bytes of state (STATE_BYTES)."""
+    project = generate(parent, f"state-{strategy}", {**FSDP_SPEC, "cluster.strategy": strategy})
+    source = (project / "train.py").read_text()
+    anchor = "\n    # Test.\n"
+    if anchor not in source:
+        raise SystemExit(f"{project}/train.py has no '# Test.' line to measure before")
+    model = "model" if strategy == "fsdp" else "raw_model"  # FSDP shards the model in place; DDP wraps raw_model
+    (project / "train.py").write_text(source.replace(anchor, STATE_BYTES.format(model=model) + anchor, 1))
+    return project
+
+
 class Benchmarks:
-    """The four figures' rows, and one round of each."""
+    """The five figures' rows, and one round of each."""
 
     def __init__(self, scratch: Path, anchors: Path, lightning: bool) -> None:
         self.scratch, self.anchors, self.lightning = scratch, anchors, lightning
@@ -170,16 +214,19 @@ class Benchmarks:
         self.epoch_time = Row("3", "MNIST-shaped epoch, time", "`plain.py --task mnist`", "s", 1.0)
         self.epoch_rss = Row("3", "MNIST-shaped epoch, peak RSS", "`plain.py --task mnist`", "MiB", 1.1)
         self.startup = Row("4", "`train.py --fast-dev-run`", "`startup_anchor.py`", "s", 1.1)
+        # 1/2 of DDP's state with 2 ranks; the target leaves room for FSDP's padding of odd-sized parameters.
+        self.fsdp_state = Row("5", "FSDP, state per rank (2 ranks)", "DDP, the same GPT", "MiB", 0.55)
         subprocess.run([*self.ltgen, "new", "existing", "--gpus", "4"], cwd=scratch, check=True, capture_output=True)
         self.tiny = make_tiny_project(scratch)
         self.mnist = generate(scratch, "mnist", MNIST_SPEC)
         self.default = generate(scratch, "default", {})
+        self.state_projects = {strategy: state_bytes_project(scratch, strategy) for strategy in ("fsdp", "ddp")}
         self.runs = 0
 
     def rows(self) -> list[Row]:
         lightning = [self.lit_step] if self.lightning else []
         anchored = [self.step, *lightning, self.epoch_time, self.epoch_rss] if self.with_anchors else []
-        return [*self.latency.values(), *anchored, self.startup]
+        return [*self.latency.values(), *anchored, self.startup, self.fsdp_state]
 
     def fresh(self, stem: str) -> Path:
         """A new, empty folder in the scratch space."""
@@ -213,6 +260,16 @@ class Benchmarks:
                 swap,
             )
         )
+        if index == 0:
+            self.fsdp_state.add(self.state_mib("fsdp"), self.state_mib("ddp"))
+
+    def state_mib(self, strategy: str) -> float:
+        """Figure 5: the most MiB of parameters and optimizer state any of the 2 ranks holds."""
+        folder = self.fresh(f"state-{strategy}")
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        line = [*launch, "train.py", "--device", "cpu", "--dataset", "synthetic"]
+        measure(line, self.state_projects[strategy], {**ONE_THREAD, "STATE_BYTES_DIR": str(folder)})
+        return max(int((folder / str(rank)).read_text()) for rank in range(2)) / 2**20
 
     def anchored_round(self, swap: bool) -> None:
         """Figures 2 and 3: the emitted loop against ../shared/anchors' floor.py (and lit.py) and plain.py."""
@@ -250,6 +307,7 @@ FIGURES = {
     "2": "2. Emitted loop, time per step (tiny task, one thread)",
     "3": "3. MNIST-shaped epoch, whole process (one thread)",
     "4": "4. Start-up, whole process (one thread)",
+    "5": "5. FSDP: parameters and optimizer state per rank",
 }
 
 
@@ -333,7 +391,7 @@ def chart(rows: list[Row], path: Path) -> None:
         ax.set_xticks(range(len(panel)), labels, fontsize=7 if len(panel) > 2 else 8)
         ax.set_xlim(-0.8, len(panel) - 0.2)
         ax.set_ylim(0, 1.4 * max(max(statistics.median(row.ours), statistics.median(row.theirs)) for row in panel))
-        ax.set_ylabel({"s": "seconds", "us": "microseconds per step", "MiB": "peak RSS, MiB"}[unit])
+        ax.set_ylabel({"s": "seconds", "us": "microseconds per step", "MiB": "MiB"}[unit])
         title = FIGURES[figure] + ("" if figure != "3" else ": peak RSS" if unit == "MiB" else ": time")
         ax.set_title(textwrap.fill(title, 50), fontsize=10)
         handles, labels = ax.get_legend_handles_labels()

@@ -14,13 +14,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ANCHORS = ROOT.parent / "shared" / "anchors"  # run.py's default --anchors
-ROWS = [  # figures 1 and 4: ltgen against copier's import and benchmarks/startup_anchor.py
+ROWS = [  # figures 1, 4 and 5: ltgen against copier's import, benchmarks/startup_anchor.py, and DDP's state
     "`ltgen new p --gpus 4`",
     "`ltgen regen` (nothing changed)",
     "`ltgen --help`",
     "`ltgen --version`",
     "`ltgen check`",
     "`train.py --fast-dev-run`",
+    "FSDP, state per rank (2 ranks)",
 ]
 ANCHORED_ROWS = [  # figures 2 and 3: against the shared anchors' floor.py and plain.py
     "emitted loop, per step (tiny task)",
@@ -50,7 +51,7 @@ def test_quick_run_reports_every_figure(tmp_path: Path) -> None:
         row = re.search(rf"^\| {re.escape(label)} \|.*\| (\d+\.\d+)x \|.*\| (yes|no) \|$", report, re.MULTILINE)
         assert row, f"no row with a ratio for {label} in:\n{report}"
         assert float(row[1]) > 0
-    for heading in ("## 1.", "## 2.", "## 3.", "## 4."):
+    for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5."):
         assert heading in report
     assert re.search(r"Python \d+\.\d+.*torch \S+.*ltgen \S+", report)  # machine and versions stamped
     verdict = result.stdout.rstrip().splitlines()[-1]

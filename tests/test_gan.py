@@ -374,3 +374,23 @@ def test_gan_trains_under_torchrun_with_two_gloo_ranks_that_stay_in_step(tmp_pat
     state = torch.load(out / "checkpoints/last.pt", weights_only=True)
     assert state["global_step"] == 8 and len(state["rng"]) == 2, "every rank's random state is saved"
     assert_identical(state["model"], ranks[0], "rank 0's checkpoint")
+
+
+def test_a_cifar10_gan_in_16_mixed_generates_colour_images_and_saves_both_loss_scalers(tmp_path: Path) -> None:
+    """The same preset on CIFAR-10's shapes (3 x 32 x 32) in 16-mixed precision, which on the CPU runs as bf16 with
+    the scalers off: the grids and predict.py's images are RGB and 32 pixels wide, and the checkpoint keeps one
+    loss scaler per optimizer."""
+    project = make_project(tmp_path / "cifargan", {**GAN, "data.dataset": "cifar10", "trainer.precision": "16-mixed"})
+    out = tmp_path / "out"
+    args = ("--dataset", "synthetic", "--max-epochs", "1", "--limit-train-batches", "3", "--limit-val-batches", "1")
+    result = run_python(project, *CPU, *args, "--out-dir", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "16-mixed precision needs a GPU" in result.stdout + result.stderr
+    with Image.open(out / "samples/step=3.png") as grid:
+        assert grid.mode == "RGB" and grid.size == (8 * 34 + 2, 8 * 34 + 2)  # 64 images of 32 px, 2 px apart
+    state = torch.load(out / "checkpoints/last.pt", weights_only=True)
+    assert set(state["scalers"]) == {"generator", "discriminator"}
+    made = run_python(project, "predict.py", "--count", "2", "--output", str(tmp_path / "gen"), "--out-dir", str(out))
+    assert made.returncode == 0, made.stderr[-3000:]
+    with Image.open(tmp_path / "gen/0000.png") as image:
+        assert (image.mode, image.size) == ("RGB", (32, 32))
