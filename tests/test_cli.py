@@ -96,6 +96,7 @@ def test_new_with_strategy_fsdp_writes_the_sharding(tmp_path: Path) -> None:
     assert parse((tmp_path / "big/ltgen.toml").read_text())["cluster"]["strategy"] == "fsdp"
     assert "def shard(" in (tmp_path / "big/distributed.py").read_text()
     assert "def fsdp_blocks(" in (tmp_path / "big/model.py").read_text()
+    assert "2 GPU(s) x 1 node(s), fsdp, precision 32" in ltgen("check", str(tmp_path / "big")).output
     single = ltgen("new", "one", "--dir", str(tmp_path), "--strategy", "fsdp")  # one GPU: nothing to shard across
     assert single.exit_code == 2 and "cluster.strategy" in single.output and not (tmp_path / "one").exists()
 

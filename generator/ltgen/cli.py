@@ -210,7 +210,8 @@ def check(
     cluster = spec["cluster"]
     typer.echo(
         f"{spec_path}: ok ({spec['project']['name']}: {spec['model']['arch']} on {spec['data']['dataset']}, "
-        f"{cluster['gpus']} GPU(s) x {cluster['nodes']} node(s), precision {spec['trainer']['precision']})"
+        f"{cluster['gpus']} GPU(s) x {cluster['nodes']} node(s){', fsdp' if cluster['strategy'] == 'fsdp' else ''}, "
+        f"precision {spec['trainer']['precision']})"
     )
 
 
