@@ -368,6 +368,44 @@ def test_plain_python_runs_the_fsdp_project_unsharded_and_fast_dev_run_writes_no
     assert not out.exists()
 
 
+def test_plain_python_accumulates_gradients_in_the_fsdp_project(tmp_path: Path) -> None:
+    """Accumulation asks FSDP to hold back its reduce-scatter, and the gradient norm of sharded gradients is joined
+    from every rank's; a single process has neither to do and trains on."""
+    spec = {**MLP, "trainer.accumulate_grad_batches": 2, "trainer.gradient_clip_val": 1.0, "debug.log_grad_norm": True}
+    project = make_project(tmp_path / "fsdpaccumulate", spec)
+    args = ("train.py", "--device", "cpu", "--max-steps", "3", "--limit-val-batches", "1", "--limit-test-batches", "1")
+    result = run_python(project, *args, "--out-dir", str(tmp_path / "out"), env=ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert torch.load(tmp_path / "out/checkpoints/last/train_state.pt", weights_only=True)["global_step"] == 3
+
+
+# --- manual optimization under FSDP ---
+
+
+def test_manual_optimization_under_fsdp_trains_exactly_as_the_automatic_loop(tmp_path: Path) -> None:
+    """The same mlp on 2 FSDP ranks with accumulation (windows of 3) and clipping, once with training_step calling
+    step.backward and step.step itself: the same final weights and optimizer state, its checkpoint folder holding
+    the optimizer as shards, not in train_state.pt."""
+    spec = {**MLP, "trainer.accumulate_grad_batches": 3, "trainer.gradient_clip_val": 2.0}
+    args = ("--max-epochs", "1", "--limit-train-batches", "7", "--limit-val-batches", "1", "--limit-test-batches", "1")
+    finals = {}
+    for manual in (False, True):
+        project = make_project(tmp_path / f"manual{manual}", {**spec, "trainer.manual_optimization": manual})
+        out = tmp_path / f"out{manual}"
+        result = torchrun(project, out, *args)
+        assert result.returncode == 0, output(result)
+        state = torch.load(out / "checkpoints/last/train_state.pt", weights_only=True)
+        assert state["global_step"] == 3 and "optimizers" not in state and "optimizer" not in state
+        finals[manual] = consolidated(out / "checkpoints/last", tmp_path / "joined")
+    for name, weight in finals[False]["model"].items():
+        assert torch.allclose(finals[True]["model"][name], weight, atol=1e-6), name
+    automatic, manual_state = finals[False]["optimizer"]["state"], finals[True]["optimizer"]["state"]
+    assert set(manual_state) == set(automatic)
+    for name, moments in automatic.items():
+        for key, value in moments.items():
+            assert torch.allclose(manual_state[name][key], value, atol=1e-8), f"{name} {key}"
+
+
 # --- the spec ---
 
 
@@ -377,11 +415,6 @@ def test_plain_python_runs_the_fsdp_project_unsharded_and_fast_dev_run_writes_no
         ({"cluster.strategy": "fsdp"}, "cluster.strategy", "shards across processes"),
         ({"cluster.strategy": "fsdp", "cluster.gpus": 0}, "cluster.strategy", "shards across processes"),
         ({"cluster.fsdp_cpu_offload": True, "cluster.gpus": 2}, "cluster.fsdp_cpu_offload", 'needs strategy = "fsdp"'),
-        (
-            {"cluster.strategy": "fsdp", "cluster.gpus": 2, "trainer.manual_optimization": True},
-            "cluster.strategy",
-            "does not support manual_optimization",
-        ),
         (  # as `ltgen new --model gan` seeds it
             {
                 "cluster.strategy": "fsdp",
@@ -395,7 +428,7 @@ def test_plain_python_runs_the_fsdp_project_unsharded_and_fast_dev_run_writes_no
             'arch = "gan"',
         ),
     ],
-    ids=["one-gpu", "no-gpu", "offload-with-ddp", "manual-optimization", "gan"],
+    ids=["one-gpu", "no-gpu", "offload-with-ddp", "gan"],
 )
 def test_spec_refuses_what_fsdp_cannot_do(overrides: dict[str, Any], key: str, message: str) -> None:
     with pytest.raises(spec.SpecError) as error:
@@ -411,8 +444,9 @@ def test_spec_refuses_what_fsdp_cannot_do(overrides: dict[str, Any], key: str, m
         {"cluster.nodes": 2},
         {"cluster.slurm.enabled": True},
         {"cluster.gpus": 2, "cluster.fsdp_cpu_offload": True},
+        {"cluster.gpus": 2, "trainer.manual_optimization": True},
     ],
-    ids=["gpus", "nodes", "slurm", "cpu-offload"],
+    ids=["gpus", "nodes", "slurm", "cpu-offload", "manual-optimization"],
 )
 def test_spec_accepts_fsdp_whenever_training_is_distributed(overrides: dict[str, Any]) -> None:
     parsed = spec.parse(spec_text("fsdp", {"cluster.strategy": "fsdp", **overrides}))

@@ -224,7 +224,7 @@ def test_manual_optimization_refuses_what_training_step_does_itself(trainer: str
     ("text", "key", "fragment"),
     [
         ('[cluster]\nstrategy = "fsdp"', "cluster.strategy", "gpus > 1"),
-        ('[cluster]\ngpus = 2\nstrategy = "fsdp"\n[trainer]\nmanual_optimization = true', "cluster.strategy", "manual"),
+        ('[model]\narch = "gan"\n[cluster]\ngpus = 2\nstrategy = "fsdp"', "cluster.strategy", "gan"),
         ('[cluster]\ngpus = 2\nstrategy = "fsdp"\n[trainer]\ncompile = true', "trainer.compile", "fsdp"),
         ("[cluster]\ngpus = 2\nfsdp_cpu_offload = true", "cluster.fsdp_cpu_offload", "fsdp"),
         ('[cluster]\nstrategy = "zero3"', "cluster.strategy", '"ddp", "fsdp"'),

@@ -740,8 +740,8 @@ def _optimization_checks(v: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     distributed = cluster["gpus"] > 1 or cluster["nodes"] > 1 or v["cluster.slurm"]["enabled"]
     if fsdp and not distributed:
         out.append(("cluster.strategy", '"fsdp" shards across processes: set gpus > 1, nodes > 1 or slurm'))
-    if fsdp and manual:
-        out.append(("cluster.strategy", '"fsdp" does not support manual_optimization (or arch = "gan") yet: use "ddp"'))
+    if fsdp and model["arch"] == "gan":
+        out.append(("cluster.strategy", '"fsdp" does not support arch = "gan" (two models) yet: use "ddp"'))
     if fsdp and trainer["compile"]:
         out.append(("trainer.compile", 'expected false with strategy = "fsdp" (not supported together yet)'))
     if cluster["fsdp_cpu_offload"] and not fsdp:
