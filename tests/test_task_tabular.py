@@ -189,3 +189,22 @@ def test_regression_predictions_come_back_in_the_targets_units(regress: Path, tm
     truth = torch.tensor([float(p["target"]) for p in predicted])
     guess = torch.tensor([float(p["prediction"]) for p in predicted])
     assert 1 - (guess - truth).square().mean() / truth.var(correction=0) > 0.9
+
+
+def test_predict_refuses_a_checkpoint_of_another_model_in_one_line(tmp_path: Path) -> None:
+    """model.py changed after training: predict.py says which weight does not fit, not a traceback."""
+    project = make_project(tmp_path / "changed", CSV)
+    out = tmp_path / "out"
+    trained = run_python(
+        project, "train.py", *CPU, "--dataset", "synthetic", "--max-epochs", "1", "--out-dir", str(out)
+    )
+    assert trained.returncode == 0, trained.stderr
+    model = project / "model.py"
+    model.write_text(model.read_text().replace("HIDDEN_SIZES = [128]", "HIDDEN_SIZES = [64]"))
+    result = run_python(project, "predict.py", str(tmp_path / "rows.csv"), "--out-dir", str(out), "--device", "cpu")
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip().startswith(f"{out}/checkpoints/")
+        and "holds another model than model.py builds" in result.stderr
+    )
+    assert "Traceback" not in result.stderr

@@ -82,13 +82,7 @@ def main() -> None:
 
     state, path = checkpoint.for_inference(args.checkpoint, args.out_dir / "checkpoints")
     data_info = state["data_info"]
-    model = build_model(data_info, device)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:  # its first line says "Error(s) in loading state_dict"; the next ones say which
-        detail = str(error).splitlines()[1:2] or [str(error)]
-        raise SystemExit(f"{path} holds another model than model.py builds: {detail[0].strip()[:300]}") from None
-    model.eval()
+    model = checkpoint.load_weights(build_model(data_info, device), state, path)
     classes, top = data_info["classes"], min(args.top, data_info["num_outputs"])
     print(f"Predicting {len(paths)} files with {path}", file=sys.stderr)
 

@@ -44,9 +44,7 @@ def main() -> None:
     device = torch.device("cuda" if use_cuda else "cpu")
     state, path = checkpoint.for_inference(args.checkpoint, args.out_dir / "checkpoints")
     data_info = state["data_info"]
-    model = build_model(data_info, device)
-    model.load_state_dict(state["model"])
-    model.eval()
+    model = checkpoint.load_weights(build_model(data_info, device), state, path)
     print(f"Sampling from {path} (step {state.get('global_step', '?')})", file=sys.stderr)
 
     vocab = data_info["vocab"]

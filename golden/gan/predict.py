@@ -43,12 +43,7 @@ def main() -> None:
         "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     )
     state, path = checkpoint.for_inference(args.checkpoint, args.out_dir / "checkpoints")
-    models = build_model(state["data_info"], device)
-    try:
-        models.load_state_dict(state["model"])
-    except RuntimeError as error:  # its first line says "Error(s) in loading state_dict"; the next ones say which
-        detail = str(error).splitlines()[1:2] or [str(error)]
-        raise SystemExit(f"{path} holds another model than model.py builds: {detail[0].strip()[:300]}") from None
+    models = checkpoint.load_weights(build_model(state["data_info"], device), state, path)
     latent = sample_latent(args.count, torch.Generator().manual_seed(args.seed)).to(device)
     images = torch.cat([sample_images(models, chunk) for chunk in latent.split(256)])  # in [0, 1]
     try:

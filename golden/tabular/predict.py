@@ -114,9 +114,7 @@ def main() -> None:
     device = torch.device("cuda" if use_cuda else "cpu")
     state, path = checkpoint.for_inference(args.checkpoint, args.out_dir / "checkpoints")
     data_info = state["data_info"]
-    model = build_model(data_info, device)
-    model.load_state_dict(state["model"])
-    model.eval()
+    model = checkpoint.load_weights(build_model(data_info, device), state, path)
 
     header, rows, features = read_rows(args.rows, data_info["features"])
     mean, std = torch.tensor(data_info["mean"], dtype=torch.float64), torch.tensor(

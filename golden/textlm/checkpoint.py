@@ -112,6 +112,17 @@ def for_inference(path: Path | None, ckpt_dir: Path) -> tuple[dict, Path]:
     return state, path
 
 
+def load_weights(model: torch.nn.Module, state: dict, path: Path) -> torch.nn.Module:
+    """`model`, as model.py builds it, with the weights of the checkpoint `state` (read from `path`), in eval mode.
+    One line and exit 1 when they do not fit it (model.py changed since)."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:  # its first line says "Error(s) in loading state_dict"; the next ones say which
+        detail = str(error).splitlines()[1:2] or [str(error)]
+        raise SystemExit(f"{path} holds another model than model.py builds: {detail[0].strip()[:300]}") from None
+    return model.eval()
+
+
 def find(resume: str, ckpt_dir: Path) -> tuple[dict, Path] | None:
     """The checkpoint to resume from: the file `resume`, or for "last" the newest one in ckpt_dir that loads:
     last.pt, else the last.pt before it, else the other checkpoints (top-k), highest step first."""
