@@ -64,7 +64,7 @@ def add_crash_points(project: Path) -> None:
     steps = steps.replace(step_body, '    _crash_at("training_step")\n' + step_body, 1)
     (project / "steps.py").write_text(steps + CRASH_POINTS)
     source = (project / "checkpoint.py").read_text()
-    before_rename, after_rename = '    if path.name == "last.pt" and path.exists():\n', "    sync_folder(path.parent)\n"
+    before_rename, after_rename = '    if path.name == "last.pt" and path.exists():\n', "        os.close(folder)\n"
     assert before_rename in source and after_rename in source  # the places save() writes, renames, syncs
     source = source.replace(before_rename, '    _crash_at("save")\n' + before_rename, 1)
     crash_after = (

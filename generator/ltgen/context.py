@@ -40,6 +40,7 @@ def build(spec: Spec) -> dict[str, Any]:
     distributed = cluster["gpus"] > 1 or cluster["nodes"] > 1 or slurm["enabled"]
     fsdp = distributed and cluster["strategy"] == "fsdp"
     compile_model = trainer["compile"]
+    amp_dtype = {"32": "", "16-mixed": "torch.float16", "bf16-mixed": "torch.bfloat16"}[trainer["precision"]]
     flags = {
         "distributed": distributed,
         "ddp": distributed and not fsdp,
@@ -56,7 +57,8 @@ def build(spec: Spec) -> dict[str, Any]:
         "several_models": model["arch"] == "gan",
         # a grid of generated images at each validation, from a latent batch fixed at the start, written to out_dir.
         "samples": model["arch"] == "gan" and validation and (ckpt["save_last"] or top_k or logging["tensorboard"]),
-        "amp_dtype": {"32": "", "16-mixed": "torch.float16", "bf16-mixed": "torch.bfloat16"}[trainer["precision"]],
+        "amp_dtype": amp_dtype,
+        "fsdp_param_dtype": amp_dtype if fsdp else "",  # FSDP's mixed precision: parameters cast once per gather
         # torch.autocast's arguments: with no dtype it takes float16 on a GPU and bfloat16 on the CPU, which is
         # what 16-mixed means (float16 autocast on the CPU is slow and unscaled: Lightning switches to bf16 too).
         "autocast_args": {"32": "", "16-mixed": "device.type", "bf16-mixed": "device.type, dtype=torch.bfloat16"}[
@@ -88,7 +90,6 @@ def build(spec: Spec) -> dict[str, Any]:
         "workers": data["num_workers"] > 0,
         "hooks": list(hooks),
     }
-    flags["fsdp_param_dtype"] = flags["amp_dtype"] if fsdp else ""  # FSDP's mixed precision: parameters cast once
     flags |= _task(data, model)
     fields = _config_fields(spec, flags)
     return {

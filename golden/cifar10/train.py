@@ -134,8 +134,8 @@ def main() -> None:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     raw_model = build_model(data_info, device)
-    print0(summary(raw_model))
     optimizer, scheduler = configure_optimizers(raw_model, cfg.lr, total_steps)
+    print0(summary(raw_model))
     # Ranks built the same model (DDP broadcasts rank 0's anyway); now each draws its own dropout masks.
     torch.manual_seed(cfg.seed + rank)
 

@@ -32,16 +32,11 @@ def save(state: dict, path: Path) -> None:
     if path.name == "last.pt" and path.exists():
         os.replace(path, path.with_name("last.prev.pt"))
     os.replace(temporary, path)
-    sync_folder(path.parent)
-
-
-def sync_folder(folder: Path) -> None:
-    """fsync a folder, which makes the renames in it durable."""
-    descriptor = os.open(folder, os.O_RDONLY)
+    folder = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(descriptor)
+        os.fsync(folder)  # make the renames durable too
     finally:
-        os.close(descriptor)
+        os.close(folder)
 
 
 def remove_temporaries(ckpt_dir: Path) -> None:
@@ -150,10 +145,9 @@ def find(resume: str, ckpt_dir: Path) -> tuple[dict, Path] | None:
 
 def check_compatible(state: dict, model: torch.nn.Module, config: dict, data_info: dict, path: Path) -> None:
     """Refuse a checkpoint of a differently shaped model or other data; warn about settings that changed since."""
-    if state.get("data_info", data_info) != data_info:
-        differ = [
-            key for key in {**data_info, **state["data_info"]} if data_info.get(key) != state["data_info"].get(key)
-        ]
+    saved_info = state.get("data_info", data_info)
+    if saved_info != data_info:
+        differ = [key for key in {**data_info, **saved_info} if data_info.get(key) != saved_info.get(key)]
         raise SystemExit(
             f"{path} was trained on other data (its {', '.join(differ)} differ), so training cannot resume from it"
         )

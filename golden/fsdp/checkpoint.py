@@ -226,10 +226,9 @@ def find(resume: str, ckpt_dir: Path) -> tuple[dict, Path] | None:
 
 def check_compatible(state: dict, model: torch.nn.Module, config: dict, data_info: dict, path: Path) -> None:
     """Refuse a checkpoint of a differently shaped model or other data; warn about settings that changed since."""
-    if state.get("data_info", data_info) != data_info:
-        differ = [
-            key for key in {**data_info, **state["data_info"]} if data_info.get(key) != state["data_info"].get(key)
-        ]
+    saved_info = state.get("data_info", data_info)
+    if saved_info != data_info:
+        differ = [key for key in {**data_info, **saved_info} if data_info.get(key) != saved_info.get(key)]
         raise SystemExit(
             f"{path} was trained on other data (its {', '.join(differ)} differ), so training cannot resume from it"
         )

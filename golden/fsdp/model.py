@@ -133,11 +133,9 @@ def fsdp_blocks(model: nn.Module) -> list[nn.Module]:
 
 def summary(model: nn.Module) -> str:
     """Parameter counts per top-level layer, and in all."""
-    children = list(model.named_children())
-    width = max([8, *(len(name) for name, _ in children)])
-    lines = [f"{'layer':<{width}} {'type':<18} {'params':>10}"]
-    for name, child in children:
-        lines.append(f"{name:<{width}} {type(child).__name__:<18} {sum(p.numel() for p in child.parameters()):>10,}")
+    lines = [f"{'layer':<8} {'type':<18} {'params':>10}"]
+    for name, child in model.named_children():
+        lines.append(f"{name:<8} {type(child).__name__:<18} {sum(p.numel() for p in child.parameters()):>10,}")
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lines.append(f"{total:,} parameters ({trainable:,} trainable), {total * 4 / 2**20:.1f} MiB in float32")

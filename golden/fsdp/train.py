@@ -135,11 +135,11 @@ def main() -> None:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     model = build_model(data_info, device)
-    print0(summary(model))
     # FSDP2: each rank keeps 1/world_size of every parameter, gradient and optimizer state; a block's full
     # weights are gathered just before it runs and freed after. The optimizer is made on the shards.
     shard(model, fsdp_blocks(model))
     optimizer, scheduler = configure_optimizers(model, cfg.lr, total_steps)
+    print0(summary(model))
     # Ranks built the same model (FSDP keeps each rank's share of it); now each draws its own dropout masks.
     torch.manual_seed(cfg.seed + rank)
 

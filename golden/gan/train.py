@@ -135,8 +135,8 @@ def main() -> None:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     model = build_model(data_info, device)
-    print(summary(model))
     optimizers = configure_optimizers(model, cfg.lr_g, cfg.lr_d)  # {name: optimizer}, one for each model
+    print(summary(model))
 
     # Where training stands: what a checkpoint must hold to continue as if it had never stopped.
     epoch, global_step, batch_in_epoch = 0, 0, 0
