@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ltgen.spec import SCHEMA, Spec
+from ltgen.spec import SCHEMA, Spec, distributed
 
 LINE_LENGTH = 120  # black's, in the generator and in the emitted project's pyproject.toml
 
@@ -37,20 +37,20 @@ def build(spec: Spec) -> dict[str, Any]:
 
     validation = trainer["limit_val_batches"] != 0
     top_k = ckpt["save_top_k"] != 0
-    distributed = cluster["gpus"] > 1 or cluster["nodes"] > 1 or slurm["enabled"]
-    fsdp = distributed and cluster["strategy"] == "fsdp"
+    multiprocess = distributed(spec.values)
+    fsdp = multiprocess and cluster["strategy"] == "fsdp"
     compile_model = trainer["compile"]
     amp_dtype = {"32": "", "16-mixed": "torch.float16", "bf16-mixed": "torch.bfloat16"}[trainer["precision"]]
     flags = {
-        "distributed": distributed,
-        "ddp": distributed and not fsdp,
+        "distributed": multiprocess,
+        "ddp": multiprocess and not fsdp,
         # FSDP2 shards the model in place (no wrapper); its checkpoints are folders of shards, not .pt files.
         "fsdp": fsdp,
         "fsdp_cpu_offload": fsdp and cluster["fsdp_cpu_offload"],
         "ckpt_ext": "" if fsdp else ".pt",
         "slurm": slurm["enabled"],
         "compile": compile_model,
-        "wrapped": (distributed and not fsdp) or compile_model,
+        "wrapped": (multiprocess and not fsdp) or compile_model,
         # training_step(models, optimizers, batch, step) runs backward and the steps through manual.py's helpers.
         "manual": trainer["manual_optimization"],
         # build_model returns an nn.ModuleDict of models, each with its own optimizer (a GAN's two).

@@ -695,6 +695,12 @@ def _task_checks(v: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     return out
 
 
+def distributed(values: dict[str, dict[str, Any]]) -> bool:
+    """Whether the spec trains in several processes: more than one GPU or node, or under SLURM."""
+    cluster = values["cluster"]
+    return cluster["gpus"] > 1 or cluster["nodes"] > 1 or values["cluster.slurm"]["enabled"]
+
+
 def _optimization_checks(v: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     """Manual optimization and FSDP: what they need, and what they do not support (yet)."""
     model, trainer, optim, cluster = v["model"], v["trainer"], v["optim"], v["cluster"]
@@ -737,8 +743,7 @@ def _optimization_checks(v: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
         for hook in ("on_before_optimizer_step", "on_train_batch_end"):
             if hook in v["hooks"]["emit"]:
                 out.append(("hooks.emit", f"{hook} is not called with manual_optimization: do it in training_step"))
-    distributed = cluster["gpus"] > 1 or cluster["nodes"] > 1 or v["cluster.slurm"]["enabled"]
-    if fsdp and not distributed:
+    if fsdp and not distributed(v):
         out.append(("cluster.strategy", '"fsdp" shards across processes: set gpus > 1, nodes > 1 or slurm'))
     if fsdp and model["arch"] == "gan":
         out.append(("cluster.strategy", '"fsdp" does not support arch = "gan" (two models) yet: use "ddp"'))
@@ -767,8 +772,7 @@ def _batch_count_checks(v: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     held_out = data["val_size"] or int(total * data["val_fraction"])
     if held_out >= total:
         return [("data.val_size", f"expected fewer than the {total} samples of the {data['dataset']} training set")]
-    distributed = cluster["gpus"] > 1 or cluster["nodes"] > 1 or v["cluster.slurm"]["enabled"]
-    processes = max(1, cluster["gpus"]) * cluster["nodes"] if distributed else 1
+    processes = max(1, cluster["gpus"]) * cluster["nodes"] if distributed(v) else 1
     per_process = {
         "train": math.ceil(math.ceil((total - held_out) / processes) / data["batch_size"]),
         "val": math.ceil(math.ceil(held_out / processes) / data["batch_size"]),
