@@ -27,7 +27,7 @@ from tqdm import tqdm
 import checkpoint
 import flags
 from data import make_datasets, make_loader
-from distributed import leave_process_group, print0, setup
+from distributed import end_process, print0, setup
 from model import build_model, summary
 from steps import configure_optimizers, test_step, training_step, validation_step
 
@@ -270,8 +270,6 @@ def main() -> None:
         bar.close()
 
     if stop == "signal":
-        del model  # the DDP wrapper goes before the process group
-        leave_process_group()
         raise SystemExit(f"Stopped by a signal at step {global_step}; continue with --resume last")
 
     # Test, with the best checkpoint's weights.
@@ -283,11 +281,15 @@ def main() -> None:
     if writer:
         writer.add_hparams(dataclasses.asdict(cfg), test_metrics, run_name=".")
         writer.close()
-    del model  # the DDP wrapper goes before the process group
-    leave_process_group()
     if stop == "nonfinite":
         raise SystemExit(1)
 
 
 if __name__ == "__main__":
-    main()
+    # Every way out of main (its end, a stop, a bad checkpoint) goes through end_process: under torchrun it
+    # leaves the process group and ends the rank at once (distributed.py says why).
+    try:
+        main()
+    except SystemExit as stopped:
+        end_process(stopped.code)
+    end_process(0)

@@ -1,8 +1,9 @@
 """DDP set-up: one process per GPU (or several on the CPU, with gloo) under torchrun; plain `python train.py`
 still runs as a single process."""
 
-import gc
 import os
+import sys
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -31,9 +32,18 @@ def print0(*args: object) -> None:
         print(*args)
 
 
-def leave_process_group() -> None:
-    """Leave the process group, if torchrun started us. The caller drops its DDP wrapper first: one still alive
-    (it sits in reference cycles) is destroyed at the exit, after the group, and can abort the process."""
-    gc.collect()
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def end_process(status: int | str | None = 0) -> NoReturn:
+    """End this process as `raise SystemExit(status)` would; under torchrun, leave the process group first.
+
+    A rank ends with os._exit, skipping Python's shutdown: torch's DDP internals keep the group's
+    communication threads alive past destroy_process_group, and one that lets go of a tensor while Python shuts
+    down aborts the process (SIGABRT: a finished job reported as failed). So atexit handlers do not run here:
+    close what you open (a writer, a wandb run) before calling this."""
+    if not dist.is_initialized():
+        raise SystemExit(status)
+    dist.destroy_process_group()
+    if isinstance(status, str):
+        print(status, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1 if isinstance(status, str) else status or 0)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 import checkpoint
 import flags
 from data import make_datasets, make_loader
-from distributed import leave_process_group, print0, setup
+from distributed import end_process, print0, setup
 from model import build_model, summary
 from steps import configure_optimizers, summarize, test_step, throughput, training_step, validation_step
 
@@ -283,8 +283,6 @@ def main() -> None:
         requeue = stop_signal == signal.SIGUSR2 and "REQUEUE_FILE" in os.environ
         if requeue and rank == 0:
             Path(os.environ["REQUEUE_FILE"]).touch()
-        del model  # the DDP wrapper goes before the process group
-        leave_process_group()
         if requeue:
             print0(f"Saved a checkpoint at step {global_step} for the requeued job to resume from")
             return
@@ -299,11 +297,15 @@ def main() -> None:
     if writer:
         writer.add_hparams(dataclasses.asdict(cfg), test_metrics, run_name=".")
         writer.close()
-    del model  # the DDP wrapper goes before the process group
-    leave_process_group()
     if stop == "nonfinite":
         raise SystemExit(1)
 
 
 if __name__ == "__main__":
-    main()
+    # Every way out of main (its end, a stop, a bad checkpoint) goes through end_process: under torchrun it
+    # leaves the process group and ends the rank at once (distributed.py says why).
+    try:
+        main()
+    except SystemExit as stopped:
+        end_process(stopped.code)
+    end_process(0)
