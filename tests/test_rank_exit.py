@@ -129,3 +129,29 @@ def test_end_process_in_a_single_process_is_systemexit(tmp_path: Path) -> None:
         [sys.executable, "-c", script], cwd=project, capture_output=True, text=True, timeout=60, check=False
     )
     assert result.stdout.strip() == "SystemExit 'the message'", result.stderr
+
+
+def test_a_signal_stop_under_torchrun_keeps_every_tensorboard_point_logged_before_it(tmp_path: Path) -> None:
+    """The rank ends with os._exit, so its writer must be closed first: its last points are still in its buffers."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    project = make_project(tmp_path / "signal", SPEC)
+    steps = (project / "steps.py").read_text()
+    loss = "    return F.cross_entropy(model(images), labels)\n"
+    assert loss in steps
+    signal_at_step_9 = (
+        "    global _calls\n"
+        "    _calls += 1\n"
+        "    if _calls == 9 and os.environ['RANK'] == '1':  # as if SLURM signalled this rank\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+    )
+    (project / "steps.py").write_text(
+        "import os\nimport signal\n" + steps.replace(loss, signal_at_step_9 + loss, 1) + "\n_calls = 0\n"
+    )
+    out = tmp_path / "out"
+    result = torchrun(project, tmp_path / "probe", "train.py", *RUN, "--log-every-n-steps", "1", "--out-dir", str(out))
+    assert result.returncode == 1 and "Stopped by a signal at step 9" in result.stderr, result.stderr[-3000:]
+    run = EventAccumulator(str(out))
+    run.Reload()
+    assert [event.step for event in run.Scalars("train_loss")] == list(range(1, 10))
+    assert not threads_at_shutdown(tmp_path / "probe")

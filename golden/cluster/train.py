@@ -276,6 +276,8 @@ def main() -> None:
         bar.close()
 
     if stop == "signal":
+        if writer:
+            writer.close()  # the points still queued in its thread reach the disk
         # SLURM's time is nearly up: launch/slurm.sbatch requeues the job, which resumes from last.pt.
         requeue = stop_signal == signal.SIGUSR2 and "REQUEUE_FILE" in os.environ
         if requeue and rank == 0:

@@ -259,6 +259,8 @@ def main() -> None:
         bar.close()
 
     if stop == "signal":
+        if writer:
+            writer.close()  # the points still queued in its thread reach the disk
         raise SystemExit(f"Stopped by a signal at step {global_step}; continue with --resume last")
 
     # Test.
