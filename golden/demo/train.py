@@ -119,10 +119,10 @@ def main() -> None:
             cfg,
             max_epochs=1,
             max_steps=1,
+            accumulate_grad_batches=1,
             limit_train_batches=1,
             limit_val_batches=1,
             limit_test_batches=1,
-            accumulate_grad_batches=1,
         )
     write = not args.fast_dev_run  # fast-dev-run writes nothing
     out_dir = Path(cfg.out_dir)

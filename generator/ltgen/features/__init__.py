@@ -1,0 +1,115 @@
+"""The loop's features, one module each. A feature declares, each in one place (all but KEYS optional):
+
+- `KEYS`: the spec keys it owns; `rules(values)` (or `..._rules`, where ltgen.rules runs a feature's rules at
+  different points of its fixed order): its rules across keys, as (dotted key, message) pairs;
+- `flags(values)`: the flags and values its templates test and paste, from the spec's values alone;
+- `paste(f)`: code its fragments paste, from every feature's flags `f`;
+- `units(f)`: the fragment files it turns on (templates/features/UNIT.py.jinja, listed in UNIT_ORDER);
+- `imports(f)`: train.py's imports its code needs; `fields(f)`: its Config fields (ltgen.unit.Field), with
+  their checks and fast-dev-run values; `state(f)`: its checkpoint state (ltgen.unit.Entry: saved and restored
+  as one pair).
+
+ltgen.context gathers them; adding a loop feature is a module here and its fragment file.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from ltgen.features import (
+    accumulation,
+    anomaly,
+    clipping,
+    compile,
+    core,
+    early_stopping,
+    grad_norm,
+    hooks,
+    last_checkpoint,
+    manual,
+    nonfinite,
+    optimizer,
+    overfit,
+    param_summary,
+    precision,
+    progress,
+    scheduler,
+    slurm,
+    strategy,
+    task,
+    tensorboard,
+    test,
+    top_k,
+    validation,
+)
+
+# The features in the order their checkpoint state is saved and restored (the model first, then what steps it,
+# then the counters and what watches them); the spec's key order is ltgen.schema's, the rules' ltgen.rules'.
+FEATURES: list[ModuleType] = [
+    strategy,
+    optimizer,
+    scheduler,
+    precision,
+    task,
+    core,
+    early_stopping,
+    top_k,
+    last_checkpoint,
+    accumulation,
+    clipping,
+    validation,
+    test,
+    nonfinite,
+    compile,
+    manual,
+    tensorboard,
+    progress,
+    slurm,
+    hooks,
+    param_summary,
+    grad_norm,
+    anomaly,
+    overfit,
+]
+
+# The units (templates/features/UNIT.py.jinja), in the order their code fills a slot that several fill: the order
+# of the code in train.py. A fragment that must come earlier or later in one slot says so itself (`order`).
+UNIT_ORDER: tuple[str, ...] = (
+    "gan",
+    "single",
+    "distributed",
+    "ddp",
+    "fsdp",
+    "compile",
+    "whole_model",
+    "overfit",
+    "automatic",
+    "manual",
+    "accumulation",
+    "precision",
+    "anomaly",
+    "clipping",
+    "grad_norm",
+    "evaluation",
+    "validation",
+    "test",
+    "outputs",
+    "checkpointing",
+    "optimizer",
+    "scheduler",
+    "early_stopping",
+    "val_every_n_epoch",
+    "top_k",
+    "samples",
+    "throughput",
+    "tensorboard",
+    "progress",
+    "timer",
+    "plain_log",
+    "param_summary",
+    "hooks",
+    "nonfinite",
+    "logging",
+    "last_checkpoint",
+    "slurm",
+)

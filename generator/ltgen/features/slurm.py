@@ -1,0 +1,46 @@
+"""SLURM: an sbatch script that checkpoints before the time limit and requeues the job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ltgen.checks import SLURM_TIME_PATTERN, SLURM_WORD_PATTERN, Key, boolean, choice, integer, text, word_list
+
+KEYS: dict[str, dict[str, Key]] = {
+    "cluster.slurm": {
+        "enabled": Key(boolean, False, "emit launch/slurm.sbatch with walltime auto-requeue"),
+        "partition": Key(
+            text(SLURM_WORD_PATTERN, "a partition name", empty_ok=True), "", "empty: the cluster's default"
+        ),
+        "time": Key(
+            text(SLURM_TIME_PATTERN, 'a SLURM time limit such as "04:00:00" or "2-00:00:00"'),
+            "04:00:00",
+            "the job's time limit",
+        ),
+        "cpus_per_task": Key(integer(1, 4096), 8, "CPUs for each node's task (all its GPU processes)"),
+        "requeue_signal": Key(choice("USR1", "USR2"), "USR2", "sent before the time limit: checkpoint, then requeue"),
+        "signal_seconds": Key(integer(10, 3600), 120, "how long before the time limit the signal comes"),
+        "sbatch_options": Key(word_list, [], 'extra #SBATCH options, e.g. ["--mem=64G", "--account=lab"]'),
+    }
+}
+
+
+def flags(values: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    slurm = values["cluster.slurm"]
+    return {
+        "slurm": slurm["enabled"],
+        "slurm_partition": slurm["partition"],
+        "slurm_time": slurm["time"],
+        "slurm_cpus_per_task": slurm["cpus_per_task"],
+        "requeue_signal": slurm["requeue_signal"],
+        "signal_seconds": slurm["signal_seconds"],
+        "sbatch_options": list(slurm["sbatch_options"]),
+    }
+
+
+def units(f: dict[str, Any]) -> dict[str, bool]:
+    return {"slurm": f["slurm"]}
+
+
+def imports(f: dict[str, Any]) -> list[str]:
+    return ["import os"] if f["slurm"] else []
