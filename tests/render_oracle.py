@@ -122,8 +122,10 @@ def main(args: list[str]) -> None:
     digests = [digests_of(overrides) for overrides in specs]
     DIGESTS.write_text(json.dumps(digests, indent=1) + "\n")
     distinct = len({json.dumps(d["train.py"]) for d in digests})
-    print(f"rewrote {DIGESTS.relative_to(Path.cwd()) if DIGESTS.is_relative_to(Path.cwd()) else DIGESTS}: "
-          f"{len(specs)} specs, {distinct} distinct train.py")
+    print(
+        f"rewrote {DIGESTS.relative_to(Path.cwd()) if DIGESTS.is_relative_to(Path.cwd()) else DIGESTS}: "
+        f"{len(specs)} specs, {distinct} distinct train.py"
+    )
 
 
 if __name__ == "__main__":

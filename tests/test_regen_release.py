@@ -59,9 +59,20 @@ HAND_EDITS: dict[str, dict[str, tuple[Edit, ...]]] = {
         ),
     },
 }
+HAND_EDITS["manual"] = {
+    "steps.py": (
+        inserting_before("def training_step(", SMOOTHED_CROSS_ENTROPY),
+        replacing(
+            "loss = F.cross_entropy(model(images), labels)",
+            "    loss = smoothed_cross_entropy(model(images), labels)  # mine",
+        ),
+    ),
+    "model.py": HAND_EDITS["mnist"]["model.py"],
+}
 SPEC_CHANGES = {
     "mnist": {"trainer.precision": "bf16-mixed", "trainer.accumulate_grad_batches": 2},
     "gan": {"trainer.precision": "bf16-mixed", "checkpoint.every_n_steps": 100},
+    "manual": {"trainer.precision": "bf16-mixed", "checkpoint.every_n_steps": 100},
 }
 PROJECTS = pytest.mark.parametrize("name", sorted(HAND_EDITS))
 

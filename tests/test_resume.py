@@ -99,10 +99,12 @@ def reference(project: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     return state, time.monotonic() - started
 
 
-def crash_then_resume(project: Path, out: Path, crash: dict[str, str]) -> subprocess.CompletedProcess:
+def crash_then_resume(
+    project: Path, out: Path, crash: dict[str, str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     crashed = run_python(project, *ARGS, "--out-dir", str(out), env=crash)
     assert crashed.returncode == -signal.SIGKILL, f"it was meant to crash: {crashed.stderr[-2000:]}"
-    resumed = run_python(project, *ARGS, "--out-dir", str(out), "--resume", "last")
+    resumed = run_python(project, *ARGS, "--out-dir", str(out), "--resume", "last", env=env)
     assert resumed.returncode == 0, resumed.stderr
     return resumed
 
@@ -337,14 +339,19 @@ def test_augmentation_in_data_workers_is_reproducible_across_resumes_and_worker_
     assert augmented != source
     (project / "data.py").write_text(augmented)
 
-    reference = run_python(project, *ARGS, "--out-dir", str(tmp_path / "reference"))
+    # MKL's multithreaded sgemm on the CPU sums in an order that varies from run to run once worker processes
+    # run beside it (2 of 6 uninterrupted runs with 2 workers differ after the first step; none without workers,
+    # none with one MKL thread): a defect of its own, reported, and not what this test is about. One MKL thread
+    # keeps the comparison on the data pipeline: the workers' augmentation, batch by batch.
+    one_thread = {"MKL_NUM_THREADS": "1"}
+    reference = run_python(project, *ARGS, "--out-dir", str(tmp_path / "reference"), env=one_thread)
     assert reference.returncode == 0, reference.stderr
     expected = final_state(tmp_path / "reference")
 
-    crash_then_resume(project, tmp_path / "resumed", {"CRASH_AT_TRAINING_STEP": "23"})
+    crash_then_resume(project, tmp_path / "resumed", {"CRASH_AT_TRAINING_STEP": "23", **one_thread}, one_thread)
     assert_identical(final_state(tmp_path / "resumed"), expected)
 
-    one_worker = run_python(project, *ARGS, "--out-dir", str(tmp_path / "one"), "--num-workers", "1")
+    one_worker = run_python(project, *ARGS, "--out-dir", str(tmp_path / "one"), "--num-workers", "1", env=one_thread)
     assert one_worker.returncode == 0, one_worker.stderr
     state = final_state(tmp_path / "one")
     assert state["config"].pop("num_workers") == 1 and expected["config"].pop("num_workers") == 2

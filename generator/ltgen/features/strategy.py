@@ -69,9 +69,16 @@ def paste(f: dict[str, Any]) -> dict[str, Any]:
         "save_doc": "Save the whole training state as ckpt_dir/name"
         + ("/, a folder of every rank's shards. Every rank must call this" if f["fsdp"] else every_rank)
         + ".",
-        "shard_options": (f", param_dtype={f['fsdp_param_dtype']}" if f["fsdp_param_dtype"] else "")
+        "shard_options": (f", param_dtype={_param_dtype(f)}" if f["fsdp_param_dtype"] else "")
         + (", cpu_offload=True" if f["fsdp_cpu_offload"] else ""),
     }
+
+
+def _param_dtype(f: dict[str, Any]) -> str:
+    """FSDP's compute dtype: the autocast dtype, which for 16-mixed is float16 on a GPU only (bf16 on the CPU)."""
+    if f["grad_scaler"]:
+        return 'torch.float16 if device.type == "cuda" else torch.bfloat16'
+    return f["fsdp_param_dtype"]
 
 
 def units(f: dict[str, Any]) -> dict[str, bool]:

@@ -269,6 +269,8 @@ def paste(f: dict[str, Any]) -> dict[str, Any]:
     return {
         "make_datasets_args": "cfg.dataset, " + ("Path(cfg.data_dir), " if f["real_data"] else "") + "cfg.seed",
         "samples_per_step": "cfg.batch_size" + per_step + (" * world_size" if f["distributed"] else ""),
+        # throughput() figures, printed wherever the loss is printed
+        "speed_text": ' + "".join(f", {name} {value:.3g}" for name, value in speed.items())' if f["throughput"] else "",
     }
 
 
