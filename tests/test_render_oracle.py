@@ -111,3 +111,23 @@ def test_every_oracle_spec_renders_code_ruff_passes(trees: list[dict[str, str]],
         check=False,
     )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+
+
+def test_every_option_train_py_reads_is_one_it_defines(trees: list[dict[str, str]]) -> None:
+    """`args.X` only for an X that parse_args adds (a feature that is off must not leave a read of its flag)."""
+    undefined = []
+    for index, tree in enumerate(trees):
+        module = ast.parse(tree["train.py"])
+        defined = {
+            node.args[0].value.removeprefix("--").replace("-", "_")
+            for node in ast.walk(module)
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "parser.add_argument"
+        }
+        read = {
+            node.attr
+            for node in ast.walk(module)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "args"
+        }
+        if read - defined:
+            undefined.append(f"spec {index}: reads {sorted(read - defined)} but defines only {sorted(defined)}")
+    assert not undefined, "\n".join(undefined[:10])

@@ -13,8 +13,8 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from conftest import ROOT
-from ltgen import slots
+from conftest import ROOT, spec_text
+from ltgen import context, slots, spec
 from ltgen.features import UNIT_ORDER
 
 TEMPLATES = ROOT / "templates"
@@ -119,3 +119,20 @@ def test_a_single_owner_slot_with_two_owners_or_none_is_a_render_error() -> None
         template.render(units=["a", "b"])
     with pytest.raises(jinja2.TemplateRuntimeError, match="exactly one owner"):
         env.from_string('{{ slot("forward") }}\n').render(units=[])
+
+
+def test_no_slot_is_named_like_a_context_value() -> None:
+    """Inside a fragment file its macros shadow the context: a slot named `test` would turn the `test` flag of
+    that file's other fragments into a macro, always true."""
+    values = set(context.build(spec.parse(spec_text("x", {"cluster.gpus": 2, "trainer.manual_optimization": True}))))
+    slot_names = set().union(*(slots_used(p.read_text()) for p in TEMPLATES.rglob("*.jinja")))
+    assert not slot_names & values
+
+
+def test_every_order_a_fragment_gives_names_a_slot_it_fills() -> None:
+    for fragment in FRAGMENTS.glob("*.py.jinja"):
+        text = fragment.read_text()
+        order = re.search(r"\{% set order = (\{.*?\}) %\}", text)
+        if order:
+            macros = set(re.findall(r"\{% macro (\w+)\(\) %\}", text))
+            assert set(re.findall(r'"(\w+)"', order[1])) <= macros, fragment.name

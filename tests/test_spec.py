@@ -113,6 +113,10 @@ def test_problems_across_keys() -> None:
     assert problems("[checkpoint]\nsave_last = false\nevery_n_steps = 10\n") == [
         "ltgen.toml:3: checkpoint.every_n_steps: writes last.pt, so it needs save_last = true"
     ]
+    # SLURM's requeued job resumes from last.pt: without it, train.py would read a --resume flag it never defines
+    assert problems("[checkpoint]\nsave_last = false\n[cluster.slurm]\nenabled = true\n") == [
+        "ltgen.toml:4: cluster.slurm.enabled: requeues the job to resume from last.pt: needs checkpoint.save_last = true"
+    ]
     assert problems('[checkpoint]\nsave_last = false\nsave_top_k = 0\n[hooks]\nemit = ["on_save_checkpoint"]\n') == [
         "ltgen.toml:5: hooks.emit: on_save_checkpoint is never called without checkpoints (save_last or save_top_k)"
     ]

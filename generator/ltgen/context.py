@@ -28,10 +28,13 @@ def build(spec: Spec) -> dict[str, Any]:
         _add(f, _call(feature, "flags", spec.values, {}), feature.__name__)
     fields = config_fields(spec, f)
     _add(f, {"config_fields": fields, "config_checks": config_checks(fields)}, __name__)
-    _add(f, {"fast_dev_run": ", ".join(f"{x['name']}={x['fast_dev_run']}" for x in fields if x["fast_dev_run"])}, "")
+    overrides = ", ".join(f"{x['name']}={x['fast_dev_run']}" for x in fields if x["fast_dev_run"])
+    _add(f, {"fast_dev_run": overrides}, __name__)
     for feature in FEATURES:
         _add(f, _call(feature, "paste", f, {}), feature.__name__)
     enabled = {unit for feature in FEATURES for unit, on in _call(feature, "units", f, {}).items() if on}
+    if enabled - set(UNIT_ORDER):
+        raise RuntimeError(f"units missing from features.UNIT_ORDER: {', '.join(sorted(enabled - set(UNIT_ORDER)))}")
     state = [dataclasses.asdict(entry) for feature in FEATURES for entry in _call(feature, "state", f, [])]
     lines = [line for feature in FEATURES for line in _call(feature, "imports", f, [])]
     _add(f, {"units": [u for u in UNIT_ORDER if u in enabled], "checkpoint_state": state}, __name__)

@@ -1,5 +1,5 @@
 """Compiled templates kept between runs: copier builds its Jinja environment itself, and an extension named in
-copier.yml is how a template configures it. Rendering compiles about 25 templates; loading them compiled
+copier.yml is how a template configures it. Rendering compiles about 45 templates; loading them compiled
 instead saves a third of the render's time.
 
 Nothing about the cache is ever an error: a folder that cannot be read or written, a full disk, or a damaged
@@ -10,12 +10,14 @@ changed template is compiled afresh.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+from pathlib import Path
 
 from jinja2 import Environment
 from jinja2.bccache import Bucket, FileSystemBytecodeCache
 from jinja2.ext import Extension
 
-from ltgen import __version__
+from ltgen import __version__, slots
 from ltgen.render import cache_dir
 
 
@@ -33,13 +35,18 @@ class QuietBytecodeCache(FileSystemBytecodeCache):
             super().dump_bytecode(bucket)
 
 
+# Jinja keys an entry by the template's source before the extensions' preprocess: a change to the slot syntax
+# (ltgen.slots) must start a new folder, or templates compiled by the old one would still be served.
+SLOTS_VERSION = hashlib.sha256(Path(slots.__file__).read_bytes()).hexdigest()[:12]
+
+
 class CompiledTemplates(Extension):
-    """Gives copier's Jinja environment a bytecode cache in ltgen's cache folder (by ltgen version: its Jinja
-    settings may change; Jinja's entries also record the Python version, whose bytecode they hold)."""
+    """Gives copier's Jinja environment a bytecode cache in ltgen's cache folder (by ltgen version and slot syntax:
+    its Jinja settings may change; Jinja's entries also record the Python version, whose bytecode they hold)."""
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        folder = cache_dir() / "jinja" / __version__
+        folder = cache_dir() / "jinja" / f"{__version__}-{SLOTS_VERSION}"
         with contextlib.suppress(OSError):
             folder.mkdir(parents=True, exist_ok=True)
             environment.bytecode_cache = QuietBytecodeCache(str(folder))

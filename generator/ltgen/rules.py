@@ -18,6 +18,7 @@ from ltgen.features import (
     manual,
     overfit,
     scheduler,
+    slurm,
     strategy,
     task,
     top_k,
@@ -39,6 +40,7 @@ RULES: tuple[Rule, ...] = (
     task.gan_rules,
     manual.rules,
     strategy.rules,
+    slurm.rules,
     overfit.rules,
 )
 # A feature's rules are its functions named `rules` or `..._rules`: each must have its place above.

@@ -33,6 +33,7 @@ SINGLE_OWNER = frozenset(
         "read_loss",
         "checkpoint_write",
         "load_best",
+        "remove_checkpoint",
         "entry",
     }
 )

@@ -74,6 +74,12 @@ FEATURES: list[ModuleType] = [
 
 # The units (templates/features/UNIT.py.jinja), in the order their code fills a slot that several fill: the order
 # of the code in train.py. A fragment that must come earlier or later in one slot says so itself (`order`).
+# Orders the code depends on (tests/test_combinations.py and the render oracle catch a break):
+# - wrap: gan's models dict, then ddp's wrappers, then compile, then manual's {"model": model};
+# - after_optimizers: manual's optimizers dict before precision's scalers, which are made per optimizer;
+# - decide: validation's `validate` before early_stopping widens it and val_every_n_epoch narrows it, as Lightning;
+# - after_read: throughput's speed and rate before tensorboard, progress and plain_log print them;
+# - on_signal_stop: tensorboard closes its writer before slurm's requeue returns.
 UNIT_ORDER: tuple[str, ...] = (
     "gan",
     "single",

@@ -44,3 +44,10 @@ def units(f: dict[str, Any]) -> dict[str, bool]:
 
 def imports(f: dict[str, Any]) -> list[str]:
     return ["import os"] if f["slurm"] else []
+
+
+def rules(values: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """A requeued job resumes from last.pt."""
+    if values["cluster.slurm"]["enabled"] and not values["checkpoint"]["save_last"]:
+        return [("cluster.slurm.enabled", "requeues the job to resume from last.pt: needs checkpoint.save_last = true")]
+    return []
