@@ -190,6 +190,9 @@ def test_only_the_hooks_asked_for_are_emitted_and_called() -> None:
     assert "on_train_epoch_end(model, epoch)" in code["train.py"]
     assert "on_fit_start(model)" in code["train.py"]
     assert "on_fit_end" not in code["train.py"]
+    # as Lightning's Trainer: on_fit_start, then the sanity check, then the first training step
+    train = code["train.py"]
+    assert train.index("on_fit_start(model)") < train.index("sanity_batches =") < train.index("training_step(model")
 
 
 @pytest.mark.parametrize(
