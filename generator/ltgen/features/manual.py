@@ -63,7 +63,8 @@ def paste(f: dict[str, Any]) -> dict[str, Any]:
         ("gradient_clip_val=cfg.gradient_clip_val", f["clip"]),
     )
     return {
-        "manual_applies": f", which applies {', '.join(applied)} as the automatic loop would" if applied else "",
+        # ", which applies A, B and C as the automatic loop would", on a comment line of its own
+        "manual_applies": f",\n# which applies {_listed(applied)} as the automatic loop would" if applied else "",
         "manual_step_options": "".join(f", {option}" for option, on in options if on),
         "loss_readings": "torch.stack([value.detach().float() for value in losses.values()])",
     }
@@ -75,3 +76,7 @@ def units(f: dict[str, Any]) -> dict[str, bool]:
 
 def imports(f: dict[str, Any]) -> list[str]:
     return ["from manual import ManualStep"] if f["manual"] else []
+
+
+def _listed(names: list[str]) -> str:
+    return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
