@@ -136,3 +136,9 @@ def test_every_order_a_fragment_gives_names_a_slot_it_fills() -> None:
         if order:
             macros = set(re.findall(r"\{% macro (\w+)\(\) %\}", text))
             assert set(re.findall(r'"(\w+)"', order[1])) <= macros, fragment.name
+
+
+def test_a_slot_written_inside_other_text_is_a_render_error_not_misplaced_code() -> None:
+    env = fragment_environment({"a": "{% macro body() %}\nx()\n{% endmacro %}"})
+    with pytest.raises(jinja2.TemplateRuntimeError, match="on a line of its own"):
+        env.from_string('    y = 1; {{ slot("body") }}\n').render(units=["a"])

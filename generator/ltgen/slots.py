@@ -52,8 +52,11 @@ class Slots(Extension):
 
 
 @pass_context
-def fill_slot(context: Context, name: str, indent: int = 0) -> str:
-    """The code of every enabled unit for slot `name`, in unit order, indented by `indent` spaces."""
+def fill_slot(context: Context, name: str, indent: int | None = None) -> str:
+    """The code of every enabled unit for slot `name`, in unit order, indented by `indent` spaces (which the slot
+    line's own indentation gives: a slot written any other way is an error, not code at the wrong depth)."""
+    if indent is None:
+        raise TemplateRuntimeError(f'slot {name!r} must stand on a line of its own, written {{{{ slot("{name}") }}}}')
     pieces = [str(macro()) for macro in _macros(context, name)]
     if name in SINGLE_OWNER and len(pieces) != 1:
         owners = [unit for unit in context["units"] if hasattr(_module(context, unit), name)]

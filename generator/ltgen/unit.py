@@ -18,6 +18,10 @@ class Field:
     comment: str = ""  # for a literal source
     position: str = ""  # the spec key it is listed at in Config, when not its source
 
+    def __post_init__(self) -> None:
+        if self.source.startswith('"') and not (self.position and self.comment):
+            raise ValueError(f"Config field {self.name}: a literal value needs a comment and a position (a spec key)")
+
 
 @dataclass(frozen=True)
 class Entry:

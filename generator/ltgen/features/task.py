@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any
 
 from ltgen.checks import Key, boolean, choice, choice_int, column_name, file_name, int_list, integer, number
@@ -291,10 +290,12 @@ def fields(f: dict[str, Any]) -> list[Field]:
     comment = '"synthetic": generated data (no files)'
     if f["dataset"] != "synthetic":  # one of DATASETS: a plain word
         comment = f'"{f["dataset"]}", or "synthetic": generated data of its shapes (no files)'
-    out = [Field("dataset", f'"{f["dataset"]}"', "str", f"{{v}} in {datasets!r}", " or ".join(datasets), "", comment)]
+    check, expected = f"{{v}} in {datasets!r}", " or ".join(datasets)
+    out = [Field("dataset", f'"{f["dataset"]}"', "str", check, expected, comment=comment, position="data.dataset")]
     if f["real_data"]:
-        out.append(Field("data_dir", '"data"', "str", comment="datasets are read (and downloaded) here"))
-    return [replace(field, position="data.dataset") for field in out]
+        where = "datasets are read (and downloaded) here"
+        out.append(Field("data_dir", '"data"', "str", comment=where, position="data.dataset"))
+    return out
 
 
 def state(f: dict[str, Any]) -> list[Entry]:
