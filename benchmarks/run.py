@@ -1,6 +1,6 @@
 """Every speed and memory target of ltgen, measured side by side with its anchor, in one command.
 
-Five figures, each an ltgen measure beside an anchor that does the same work the plainest way:
+Six figures, each an ltgen measure beside an anchor that does the same work the plainest way:
 
 1. ltgen's own latency, whole process: `ltgen new p --gpus 4` (into a fresh folder), `ltgen regen` on an
    unchanged project, `ltgen --help`, `ltgen --version` and `ltgen check`, against `python -c "import copier"`.
@@ -14,6 +14,10 @@ Five figures, each an ltgen measure beside an anchor that does the same work the
 5. FSDP's memory: the bytes of parameters and optimizer state each of 2 gloo ranks holds after a few AdamW steps
    of a GPT, with `[cluster] strategy = "fsdp"` against the same project with "ddp" (a whole copy on every rank).
    Bytes do not vary from run to run: measured once, in the first round.
+6. The csv preset on a large file (200 MB, 20 MB with --quick: 8 numeric features, 3 classes): the peak RSS of a
+   short training run (20 steps; measured once, in the first round) against the file's size plus the same run's
+   peak RSS on a 2 MB file; and data.load_csv's time to parse it, in a fresh process on every core, against
+   `pandas.read_csv` of the same file (needs pandas: `pip install pandas`).
 
 Figures 2 to 4 run on one CPU thread (OMP_NUM_THREADS=1). Each round runs every pair back to back (figure 1's three times), which one
 goes first alternating; a ratio is ltgen / anchor within one round, and the report shows the
@@ -33,8 +37,10 @@ import dataclasses
 import datetime
 import importlib.metadata
 import importlib.util
+import itertools
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -108,6 +114,18 @@ COPIER = '`python -c "import copier"`'  # figure 1's anchor
 NOT_MEASURED = "figures 2 and 3 not measured"
 ANCHORS = ("floor.py", "plain.py")  # in --anchors: the compute floor and the minimal hand-written loop
 NO_CHART = "chart skipped: matplotlib is not installed (pip install matplotlib)"
+# Figure 6: CSV files of 8 numeric features on different scales and 3 classes, a short training run on them, and
+# the parse alone (printing its seconds) beside pandas'.
+CSV_MB, QUICK_CSV_MB, SMALL_CSV_MB = 200, 20, 2
+CSV_SPEC = {"data.dataset": "csv", "model.arch": "mlp", "logging.progress_bar": False}
+CSV_TRAIN = ["--device", "cpu", "--max-steps", "20", "--limit-val-batches", "2", "--limit-test-batches", "2"]
+LOAD_CSV = "data.load_csv(Path(sys.argv[1]))"
+READ_CSV = "pandas.read_csv(sys.argv[1])"
+TIMED = (
+    "import sys, time; from pathlib import Path; import {module}; "
+    "t = time.perf_counter(); {call}; print(time.perf_counter() - t)"
+)
+NO_PANDAS = "figure 6's parse time not measured: pandas is not installed (pip install pandas)"
 
 
 @dataclasses.dataclass
@@ -177,6 +195,31 @@ def generate(parent: Path, name: str, values: dict) -> Path:
     return project
 
 
+def write_csv(path: Path, megabytes: float) -> Path:
+    """Figure 6's file of about `megabytes` MB: a header, then a block of 10,000 random rows, repeated (parsing
+    costs the same as for distinct rows)."""
+    rng = random.Random(0)
+    rows = (
+        ",".join(f"{rng.gauss(0, 1) * 10 ** (i % 4):.6g}" for i in range(8)) + "," + rng.choice(["cat", "dog", "eel"])
+        for _ in range(10_000)
+    )
+    block = ("\n".join(rows) + "\n").encode()
+    path.parent.mkdir(parents=True)
+    with open(path, "wb") as file:
+        file.write(b"x0,x1,x2,x3,x4,x5,x6,x7,target\n")
+        file.writelines(itertools.repeat(block, max(1, round(megabytes * 1e6 / len(block)))))
+    return path
+
+
+def seconds(module: str, call: str, path: Path, cwd: Path) -> float:
+    """What TIMED prints: the seconds `call` took in a fresh process, after its imports."""
+    command = [sys.executable, "-c", TIMED.format(module=module, call=call), str(path)]
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} (in {cwd}) exited {result.returncode}:\n{result.stderr[-3000:]}")
+    return float(result.stdout)
+
+
 def ltgen_command() -> list[str]:
     """ltgen's console script beside this interpreter (not a shim in front of it), else `python -m ltgen`."""
     script = Path(sys.executable).parent / "ltgen"
@@ -196,9 +239,9 @@ def state_bytes_project(parent: Path, strategy: str) -> Path:
 
 
 class Benchmarks:
-    """The five figures' rows, and one round of each."""
+    """The six figures' rows, and one round of each."""
 
-    def __init__(self, scratch: Path, anchors: Path, lightning: bool) -> None:
+    def __init__(self, scratch: Path, anchors: Path, lightning: bool, csv_mb: int) -> None:
         self.scratch, self.anchors, self.lightning = scratch, anchors, lightning
         self.with_anchors = all((anchors / name).is_file() for name in ANCHORS)  # figures 2 and 3 need them
         self.ltgen = ltgen_command()
@@ -216,17 +259,26 @@ class Benchmarks:
         self.startup = Row("4", "`train.py --fast-dev-run`", "`startup_anchor.py`", "s", 1.1)
         # 1/2 of DDP's state with 2 ranks; the target leaves room for FSDP's padding of odd-sized parameters.
         self.fsdp_state = Row("5", "FSDP, state per rank (2 ranks)", "DDP, the same GPT", "MiB", 0.55)
+        anchor = f"file + the same run on {SMALL_CSV_MB} MB"
+        self.csv_rss = Row("6", f"training on a {csv_mb} MB CSV, peak RSS", anchor, "MiB", 1.5)
+        self.csv_parse = Row("6", f"`data.load_csv`, {csv_mb} MB CSV", "`pandas.read_csv`", "s", 1.0)
+        self.with_pandas = importlib.util.find_spec("pandas") is not None
         subprocess.run([*self.ltgen, "new", "existing", "--gpus", "4"], cwd=scratch, check=True, capture_output=True)
         self.tiny = make_tiny_project(scratch)
         self.mnist = generate(scratch, "mnist", MNIST_SPEC)
         self.default = generate(scratch, "default", {})
         self.state_projects = {strategy: state_bytes_project(scratch, strategy) for strategy in ("fsdp", "ddp")}
+        self.csv = generate(scratch, "csv", CSV_SPEC)
+        self.csv_files = [
+            write_csv(scratch / name / "data.csv", mb) for name, mb in (("big", csv_mb), ("small", SMALL_CSV_MB))
+        ]
         self.runs = 0
 
     def rows(self) -> list[Row]:
         lightning = [self.lit_step] if self.lightning else []
         anchored = [self.step, *lightning, self.epoch_time, self.epoch_rss] if self.with_anchors else []
-        return [*self.latency.values(), *anchored, self.startup, self.fsdp_state]
+        parse = [self.csv_parse] if self.with_pandas else []
+        return [*self.latency.values(), *anchored, self.startup, self.fsdp_state, self.csv_rss, *parse]
 
     def fresh(self, stem: str) -> Path:
         """A new, empty folder in the scratch space."""
@@ -262,6 +314,23 @@ class Benchmarks:
         )
         if index == 0:
             self.fsdp_state.add(self.state_mib("fsdp"), self.state_mib("ddp"))
+            big, small = self.csv_files
+            self.csv_rss.add(self.csv_peak_mib(big), big.stat().st_size / 2**20 + self.csv_peak_mib(small))
+        if self.with_pandas:
+            big = self.csv_files[0]
+            self.csv_parse.add(
+                *paired(
+                    lambda: seconds("data", LOAD_CSV, big, self.csv),
+                    lambda: seconds("pandas", READ_CSV, big, self.scratch),
+                    swap,
+                )
+            )
+
+    def csv_peak_mib(self, file: Path) -> float:
+        """Figure 6: the peak RSS of a short training run on `file`."""
+        out = self.fresh("csv-out")
+        line = [sys.executable, "train.py", *CSV_TRAIN, "--data-dir", str(file.parent), "--out-dir", str(out)]
+        return measure(line, self.csv).peak_rss_mib
 
     def state_mib(self, strategy: str) -> float:
         """Figure 5: the most MiB of parameters and optimizer state any of the 2 ranks holds."""
@@ -308,6 +377,7 @@ FIGURES = {
     "3": "3. MNIST-shaped epoch, whole process (one thread)",
     "4": "4. Start-up, whole process (one thread)",
     "5": "5. FSDP: parameters and optimizer state per rank",
+    "6": "6. A large CSV file: training's peak RSS, and the parse (every core)",
 }
 
 
@@ -392,7 +462,7 @@ def chart(rows: list[Row], path: Path) -> None:
         ax.set_xlim(-0.8, len(panel) - 0.2)
         ax.set_ylim(0, 1.4 * max(max(statistics.median(row.ours), statistics.median(row.theirs)) for row in panel))
         ax.set_ylabel({"s": "seconds", "us": "microseconds per step", "MiB": "MiB"}[unit])
-        title = FIGURES[figure] + ("" if figure != "3" else ": peak RSS" if unit == "MiB" else ": time")
+        title = FIGURES[figure] + ("" if figure not in ("3", "6") else ": peak RSS" if unit == "MiB" else ": time")
         ax.set_title(textwrap.fill(title, 50), fontsize=10)
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
@@ -424,7 +494,9 @@ def main() -> None:
         notes.append("Lightning not run (pass --lightning to time lit.py beside the floor)")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ltgen-bench-") as scratch:
-        benchmarks = Benchmarks(Path(scratch), anchors, lightning)
+        benchmarks = Benchmarks(Path(scratch), anchors, lightning, QUICK_CSV_MB if args.quick else CSV_MB)
+        if not benchmarks.with_pandas:
+            notes.append(NO_PANDAS)
         if not benchmarks.with_anchors:  # said in the report, and in the verdict: never a silent gap
             notes.append(f"{NOT_MEASURED}: no {' and '.join(ANCHORS)} in {anchors} (pass --anchors DIR)")
         for index in range(rounds):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ANCHORS = ROOT.parent / "shared" / "anchors"  # run.py's default --anchors
-ROWS = [  # figures 1, 4 and 5: ltgen against copier's import, benchmarks/startup_anchor.py, and DDP's state
+ROWS = [  # figures 1, 4, 5 and 6: against copier's import, benchmarks/startup_anchor.py, DDP's state, file + small run
     "`ltgen new p --gpus 4`",
     "`ltgen regen` (nothing changed)",
     "`ltgen --help`",
@@ -22,6 +22,7 @@ ROWS = [  # figures 1, 4 and 5: ltgen against copier's import, benchmarks/startu
     "`ltgen check`",
     "`train.py --fast-dev-run`",
     "FSDP, state per rank (2 ranks)",
+    "training on a 20 MB CSV, peak RSS",
 ]
 ANCHORED_ROWS = [  # figures 2 and 3: against the shared anchors' floor.py and plain.py
     "emitted loop, per step (tiny task)",
@@ -51,7 +52,7 @@ def test_quick_run_reports_every_figure(tmp_path: Path) -> None:
         row = re.search(rf"^\| {re.escape(label)} \|.*\| (\d+\.\d+)x \|.*\| (yes|no) \|$", report, re.MULTILINE)
         assert row, f"no row with a ratio for {label} in:\n{report}"
         assert float(row[1]) > 0
-    for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5."):
+    for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6."):
         assert heading in report
     assert re.search(r"Python \d+\.\d+.*torch \S+.*ltgen \S+", report)  # machine and versions stamped
     verdict = result.stdout.rstrip().splitlines()[-1]

@@ -65,7 +65,7 @@ def test_new_flags_seed_the_spec(tmp_path: Path) -> None:
         (["--dataset", "cifar10"], "resnet", True, ["numpy>=1.24", "pillow>=10"]),
         (["--dataset", "image_folder", "--model", "cnn"], "cnn", True, ["pillow>=10"]),
         (["--dataset", "text"], "gpt", False, []),
-        (["--dataset", "csv"], "mlp", False, []),
+        (["--dataset", "csv"], "mlp", False, ["numpy>=1.24", "pyarrow>=16"]),
         (["--dataset", "custom"], "custom", False, []),
     ],
 )

@@ -184,10 +184,13 @@ def test_sanity_validation_of_all_batches_and_fast_dev_run_validating_on_an_off_
 
 
 def test_a_zero_learning_rate_is_refused_by_the_spec_as_by_train_py() -> None:
-    """The spec and the emitted flag checks agree: a learning rate must be a finite number > 0."""
+    """The spec and the emitted flag checks agree: a learning rate must be a number > 0 and at most 1e4."""
     with pytest.raises(SpecError) as caught:
         parse(spec_text("p", {"optim.lr": 0.0}))
-    assert "optim.lr: expected a number > 0.0, got 0.0" in str(caught.value)
+    assert "optim.lr: expected a number > 0.0 and <= 10000.0, got 0.0" in str(caught.value)
+    with pytest.raises(SpecError) as caught:  # far above, Adam's float32 update overflows at the first step
+        parse(spec_text("p", {"optim.lr": 1e300}))
+    assert "optim.lr: expected a number > 0.0 and <= 10000.0, got 1e+300" in str(caught.value)
 
 
 def test_resuming_with_fewer_batches_finishes_the_interrupted_epoch(tmp_path: Path) -> None:

@@ -282,7 +282,7 @@ def test_resuming_with_another_model_is_refused_and_changed_settings_are_listed(
     other = tmp_path / "other"
     other_project = make_project(other, {**SPEC, "model.hidden_sizes": [64]})
     refused = run_python(other_project, *ARGS, "--out-dir", str(tmp_path), "--resume", "last")
-    assert refused.returncode == 1
+    assert refused.returncode == 2
     assert "holds a different model, so training cannot resume from it" in refused.stderr
     assert "1.weight: (128, 784) in the checkpoint, (64, 784) now" in refused.stderr
     assert "Traceback" not in refused.stderr

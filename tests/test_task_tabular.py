@@ -202,7 +202,7 @@ def test_predict_refuses_a_checkpoint_of_another_model_in_one_line(tmp_path: Pat
     model = project / "model.py"
     model.write_text(model.read_text().replace("HIDDEN_SIZES = [128]", "HIDDEN_SIZES = [64]"))
     result = run_python(project, "predict.py", str(tmp_path / "rows.csv"), "--out-dir", str(out), "--device", "cpu")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert (
         result.stderr.strip().startswith(f"{out}/checkpoints/")
         and "holds another model than model.py builds" in result.stderr

@@ -96,7 +96,7 @@ def test_real_text_file_vocabulary_and_sample_py(project: Path, tmp_path: Path) 
         assert set(text) <= set(vocab)
 
     result = run_python(project, *sample, "--prompt", "café €Z", env=ENV)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "never saw in training: 'Z' '€'" in result.stderr
     result = run_python(project, "sample.py", "--out-dir", str(tmp_path / "nothing"), env=ENV)
     assert result.returncode == 1 and "No checkpoint in" in result.stderr and "Traceback" not in result.stderr

@@ -27,12 +27,31 @@ Check = Callable[[Any], str | None]
 
 
 @dataclass(frozen=True)
+class Applies:
+    """Where a key has an effect: while `when` holds of the values of the keys `on` ("section.key", in order).
+    Elsewhere the key does nothing, and a value other than its default is warned about, with `where` (what
+    follows "it applies"): '[data] augment = true has no effect with dataset "text" (it applies to image datasets)'.
+    """
+
+    on: tuple[str, ...]
+    when: Callable[..., bool]
+    where: str
+
+
+def only_with(on: str, *values: Any, where: str) -> Applies:
+    """A key that has an effect only while the key `on` is one of `values`."""
+    return Applies((on,), lambda value: value in values, where)
+
+
+@dataclass(frozen=True)
 class Key:
-    """One key of the schema: its check, default and one-line doc (written into new specs)."""
+    """One key of the schema: its check, default and one-line doc (written into new specs), and where it has an
+    effect (every condition in `applies` must hold; none: everywhere)."""
 
     check: Check
     default: Any
     doc: str = ""
+    applies: tuple[Applies, ...] = ()
 
 
 def did_you_mean(word: str, options: Any) -> str:

@@ -75,6 +75,12 @@ def validated(text: str, file: str) -> Spec:
         report_problems(error, file)
 
 
+def warn(spec: Spec) -> None:
+    """Print the spec's keys set where they have no effect, one per line: warnings, so the command goes on."""
+    for warning in spec.warnings:
+        typer.echo(str(warning), err=True)
+
+
 def read_spec(path: Path, label: str = "", hint: str = "") -> str:
     """A spec file's text, or one line saying why it can't be read (with label and hint) and exit 2."""
     try:
@@ -171,6 +177,7 @@ def new(
         validated(text, source)
         fail(f"cannot set {', '.join(updates)} in {source} ({error}); set them in the file itself")
     spec = validated(text, source)
+    warn(spec)
     try:
         tree = render.render(spec)
         created = place.write_new(tree, text, target, force=force)
@@ -204,9 +211,13 @@ def new(
 def check(
     path: Annotated[Path, typer.Argument(help="A project folder or a spec file.")] = Path("."),
 ) -> None:
-    """Validate a spec: every problem on its own line (file, key, what was expected); exit 2 if any."""
+    """Validate a spec: every problem on its own line (file, key, what was expected); exit 2 if any.
+
+    Keys set where they have no effect (another dataset's or model's, say) are warned about; they do not fail it.
+    """
     spec_path = path / SPEC_FILE if path.is_dir() else path
     spec = validated(read_spec(spec_path), str(spec_path))
+    warn(spec)
     cluster = spec["cluster"]
     typer.echo(
         f"{spec_path}: ok ({spec['project']['name']}: {spec['model']['arch']} on {spec['data']['dataset']}, "
@@ -271,6 +282,7 @@ def _regen(project: Path, restore: bool, dry_run: bool) -> None:
         fail(str(error))
     text = read_spec(spec_path, hint=f"; is {project} a project made by ltgen new?")
     spec = validated(text, str(spec_path))
+    warn(spec)
     try:
         report = place.regen(project, text, render.render(spec), restore=restore, dry_run=dry_run)
     except (place.Refused, place.Unfinished, merge.MergeError, ValueError, OSError) as error:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ltgen.checks import SHOWN_LENGTH, as_toml, did_you_mean
-from ltgen.problems import Problem, SpecError
-from ltgen.rules import cross_checks
+from ltgen.problems import NoEffect, Problem, SpecError
+from ltgen.rules import cross_checks, no_effect
 from ltgen.schema import SCHEMA
 
 SPEC_FILE = "ltgen.toml"
@@ -20,9 +20,11 @@ BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 @dataclass(frozen=True)
 class Spec:
-    """A validated spec: `spec["trainer"]["max_epochs"]`, every key present."""
+    """A validated spec: `spec["trainer"]["max_epochs"]`, every key present; `warnings`: its keys set where they
+    have no effect, by line."""
 
     values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: tuple[NoEffect, ...] = field(default=(), compare=False)
 
     def __getitem__(self, section: str) -> dict[str, Any]:
         return self.values[section]
@@ -117,8 +119,16 @@ def parse(text: str, file: str = SPEC_FILE) -> Spec:
             Problem(file, key, message, _line_of(lines, *key.rsplit(".", 1))) for key, message in cross_checks(values)
         ]
     if problems:
-        raise SpecError(sorted(problems, key=lambda p: (p.line is None, p.line or 0)))
-    return Spec(values)
+        raise SpecError(sorted(problems, key=_by_line))
+    warnings = [
+        NoEffect(file, key, message, _line_of(lines, *key.rsplit(".", 1))) for key, message in no_effect(values)
+    ]
+    return Spec(values, tuple(sorted(warnings, key=_by_line)))
+
+
+def _by_line(found: Problem | NoEffect) -> tuple[bool, int]:
+    """Sorts by line, those with none last (a stable sort keeps the order of those on one line)."""
+    return found.line is None, found.line or 0
 
 
 def _lookup(document: dict[str, Any], dotted: str) -> Any:

@@ -1,4 +1,5 @@
-"""What a spec's validation reports: a `Problem` per mistake, all of them in one `SpecError`."""
+"""What a spec's validation reports: a `Problem` per mistake, all of them in one `SpecError`; and a `NoEffect`
+per key set where it does nothing (a warning: the spec is still valid)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,19 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
         return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class NoEffect:
+    """A key set away from its default where it has no effect (another dataset's, model's or setting's key)."""
+
+    file: str
+    key: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file} line {self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
 
 
 class SpecError(Exception):

@@ -1,4 +1,5 @@
-"""The rules that involve more than one key, gathered from the features in one fixed order.
+"""The rules that involve more than one key, gathered from the features in one fixed order, and the pass that
+finds keys set where they have no effect.
 
 parse() runs them once every key is valid on its own, and sorts their problems by line: problems on the same
 line (or on none) keep this order.
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ltgen.checks import as_toml
 from ltgen.features import (
     FEATURES,
     core,
@@ -23,6 +25,7 @@ from ltgen.features import (
     task,
     top_k,
 )
+from ltgen.schema import SCHEMA
 
 Rule = Callable[[dict[str, dict[str, Any]]], list[tuple[str, str]]]
 
@@ -57,3 +60,37 @@ if _UNPLACED:
 def cross_checks(values: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     """Every rule's problems with these (individually valid) values: (dotted key, message) pairs."""
     return [problem for rule in RULES for problem in rule(values)]
+
+
+def no_effect(values: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """Keys set away from their default where they do nothing (another dataset's, model's or setting's keys, as
+    their `Key.applies` says), in schema order: (dotted key, message) pairs. The default spec lists every key at
+    its default, so only a changed value is one the user meant something by."""
+    out = []
+    for section_name, section in SCHEMA.items():
+        for name, key in section.keys.items():
+            value = values[section_name][name]
+            if _same(value, key.default):
+                continue
+            for condition in key.applies:
+                settings = [dotted.rsplit(".", 1) for dotted in condition.on]  # [section, key] each
+                if condition.when(*(values[on_section][on_key] for on_section, on_key in settings)):
+                    continue
+                # the settings that make it inert, named as in its own [section], or with theirs
+                setting = " and ".join(
+                    (on_key if on_section == section_name else f"[{on_section}] {on_key}")
+                    + f" {as_toml(values[on_section][on_key])}"
+                    for on_section, on_key in settings
+                )
+                message = (
+                    f"[{section_name}] {name} = {as_toml(value)} has no effect with {setting} "
+                    f"(it applies {condition.where}); remove it or set it back to {as_toml(key.default)}"
+                )
+                out.append((f"{section_name}.{name}", message))
+                break
+    return out
+
+
+def _same(value: Any, default: Any) -> bool:
+    """Equal, and not merely as a number equals a bool (0 == False)."""
+    return value == default and isinstance(value, bool) == isinstance(default, bool)

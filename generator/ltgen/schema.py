@@ -144,6 +144,15 @@ def assemble(features: list[ModuleType], layout: dict[str, tuple[str, ...]]) -> 
     undeclared = [dotted for dotted in placed if dotted not in declared]
     if undeclared:
         raise SchemaError(f"layout keys no feature declares: {', '.join(undeclared)}")
+    unknown = [
+        f"{dotted} (on {on})"
+        for dotted, (key, _) in declared.items()
+        for condition in key.applies
+        for on in condition.on
+        if on not in declared
+    ]
+    if unknown:
+        raise SchemaError(f"keys whose applies names a key no feature declares: {', '.join(unknown)}")
     return {
         section: Section({name: declared[f"{section}.{name}"][0] for name in names})
         for section, names in layout.items()

@@ -1,7 +1,8 @@
 """The spec (`ltgen.toml`): its schema, parsing and validation, in one place to import from.
 
 A spec is a TOML file of sections and keys. `parse` checks everything at once and returns a `Spec` (every key
-present, defaults filled in) or raises `SpecError` with one `Problem` per mistake. The work is split by job:
+present, defaults filled in, and a `NoEffect` warning per key set where it does nothing) or raises `SpecError`
+with one `Problem` per mistake. The work is split by job:
 checks (value checks), features (each loop feature's keys and rules), schema (the keys in order), rules (the
 rules across keys), parsing (parse, read, load) and authoring (the spec `ltgen new` writes, and edits to it).
 """
@@ -22,7 +23,7 @@ from ltgen.features.task import (
     VALID_ARCHS,
 )
 from ltgen.parsing import SPEC_FILE, Spec, load, parse, read
-from ltgen.problems import Problem, SpecError
+from ltgen.problems import NoEffect, Problem, SpecError
 from ltgen.schema import SCHEMA, Section
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "SPEC_FILE",
     "VALID_ARCHS",
     "Key",
+    "NoEffect",
     "Problem",
     "Section",
     "Spec",

@@ -7,11 +7,14 @@ with a batch of indices; prepare_batch() converts, augments and normalizes them 
 import functools
 import hashlib
 import http.client
+import io
 import math
 import pickle
+import pickletools
 import random
 import tarfile
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,9 +23,13 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
 
+from flags import fail  # data that cannot train ends as a bad flag does: one line, exit status 2
+
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_BYTES = 170_498_071  # the archive's size: a server that sends more is cut off there
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+BATCH_LIMIT = 1 << 26  # bytes: an official batch file holds 31 MB; a larger one is refused before it is read
 DOWNLOAD_TIMEOUT = 5  # seconds a server may take to accept a connection or to send the next bytes
 # Per-channel mean and standard deviation of CIFAR-10's training images, in [0, 1].
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -49,7 +56,7 @@ class InMemoryImages(Dataset):
         return InMemoryImages(self.images[indices], self.labels[indices])
 
 
-def damaged(path: Path, problem: str) -> SystemExit:
+def damaged(path: Path | str, problem: str) -> SystemExit:
     """The error for a data file that cannot be used: which file, what is wrong, what to do."""
     return SystemExit(f"{path} is damaged: {problem}. Delete it and run again to download it afresh.")
 
@@ -64,7 +71,7 @@ def download_cifar10(data_dir: Path) -> None:
     partial, md5 = archive.with_name(archive.name + ".part"), hashlib.md5()
     try:
         with urllib.request.urlopen(CIFAR10_URL, timeout=DOWNLOAD_TIMEOUT) as response, open(partial, "wb") as file:
-            while chunk := response.read(1 << 20):
+            while (chunk := response.read(1 << 20)) and file.tell() <= CIFAR10_BYTES:
                 md5.update(chunk)
                 file.write(chunk)
     except (OSError, http.client.HTTPException) as error:
@@ -81,50 +88,57 @@ def download_cifar10(data_dir: Path) -> None:
 
 
 class BatchUnpickler(pickle.Unpickler):
-    """Reads a CIFAR-10 batch: a dict of numpy arrays, lists and bytes. A pickle may name any function to
-    call while it loads; this one may only name numpy's array constructors."""
+    """Reads a CIFAR-10 batch: a dict of numpy arrays, lists and bytes. A pickle may name any function to call
+    while it loads; this one may only make numpy arrays the way numpy pickles them: an empty array (its
+    _reconstruct), then filled from bytes the file holds. An array of any other shape could be as large as the
+    file declares, not as it is."""
 
-    ALLOWED = frozenset(
-        {
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"),
-            ("numpy", "dtype"),
-        }
-    )
+    RECONSTRUCT = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")})
 
     def find_class(self, module: str, name: str) -> object:
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch never does")
-        return super().find_class(module, name)
+        if (module, name) in self.RECONSTRUCT:
+            return self.empty_array
+        if (module, name) == ("numpy", "ndarray"):
+            return "ndarray"  # only an argument of _reconstruct: called, it is a TypeError
+        if (module, name) == ("numpy", "dtype"):
+            return numpy.dtype
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch never does")
+
+    @staticmethod
+    def empty_array(kind: str, shape: tuple, dtype: bytes) -> numpy.ndarray:
+        if kind != "ndarray" or shape != (0,):
+            raise pickle.UnpicklingError(
+                f"it makes an array of shape {shape}: numpy's pickles make an empty one and fill it"
+            )
+        return numpy.ndarray(shape, numpy.dtype(dtype))
 
 
-def read_cifar10_batch(file, where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (uint8, N x 3 x 32 x 32) and labels of one pickled batch; `where` names it in errors."""
+def read_cifar10_batch(file, size: int, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (uint8, N x 3 x 32 x 32) and labels of one pickled batch, `size` bytes read from `file`; `where`
+    names it in errors."""
+    if size > BATCH_LIMIT:  # a damaged size, or a decompression bomb in the tarball
+        raise damaged(where, f"it holds {size} bytes, where a CIFAR-10 batch holds about 31 MB")
+    raw = file.read()
     try:
-        batch = BatchUnpickler(file, encoding="bytes").load()
-        data, labels = batch[b"data"], torch.tensor(batch[b"labels"], dtype=torch.long)
-    except (
-        pickle.UnpicklingError,
-        EOFError,
-        KeyError,
-        IndexError,
-        TypeError,
-        ValueError,
-        AttributeError,
-        ImportError,
-        OSError,
-    ) as error:
-        raise SystemExit(
-            f"{where} is damaged: not a CIFAR-10 batch ({error}). Delete it and run again to download it afresh."
-        ) from None
+        # A first pass checks every length the pickle declares against the bytes it holds: the loader would
+        # allocate a declared 2**44-byte string before finding that the file is much shorter.
+        for _ in pickletools.genops(raw):
+            pass
+        batch = BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        data, labels = batch[b"data"], batch[b"labels"]
+    except (pickle.UnpicklingError, EOFError, KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+        raise damaged(where, f"not a CIFAR-10 batch ({error})") from None
+    labels = labels.tolist() if isinstance(labels, numpy.ndarray) else labels
+    if not isinstance(labels, list):
+        raise damaged(where, f"its labels are a {type(labels).__name__}, not a list")
+    # torch.tensor(labels, dtype=torch.long) would silently truncate a label of 2.7 to 2.
+    if (bad := next((i for i, label in enumerate(labels) if type(label) is not int), None)) is not None:
+        raise damaged(where, f"label {bad} is {labels[bad]!r}, where CIFAR-10's labels are whole numbers 0 to 9")
+    if labels and not 0 <= min(labels) <= max(labels) <= 9:
+        raise damaged(where, f"label {max(labels) if max(labels) > 9 else min(labels)} where CIFAR-10's are 0 to 9")
     if not isinstance(data, numpy.ndarray) or data.dtype != numpy.uint8 or data.shape != (len(labels), 3 * 32 * 32):
-        raise SystemExit(
-            f"{where} is damaged: its data is not {len(labels)} rows of 3072 bytes. Delete it and run again to download it afresh."
-        )
-    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) <= 9:
-        raise SystemExit(f"{where} is damaged: label {int(labels.max())} where CIFAR-10's are 0 to 9.")
-    return torch.from_numpy(data.copy()).view(-1, 3, 32, 32), labels
+        raise damaged(where, f"its data is not {len(labels)} rows of 3072 bytes")
+    return torch.from_numpy(data.copy()).view(-1, 3, 32, 32), torch.tensor(labels, dtype=torch.long)
 
 
 def load_cifar10(data_dir: Path) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
@@ -133,22 +147,27 @@ def load_cifar10(data_dir: Path) -> tuple[tuple[torch.Tensor, torch.Tensor], tup
     folder, archive = data_dir / "cifar-10-batches-py", data_dir / "cifar-10-python.tar.gz"
     batches = []
     if folder.is_dir():
-        for name in names:
-            if not (folder / name).is_file():
+        for path in (folder / name for name in names):
+            if not path.is_file():  # missing, or not a regular file: open() would wait forever on a named pipe
                 raise SystemExit(
-                    f"{folder}/ has no {name}: put back the whole folder, or delete it to download it afresh."
+                    f"{folder}/ has no file {path.name}: put back the whole folder, or delete it to download it afresh."
                 )
-            with open(folder / name, "rb") as file:
-                batches.append(read_cifar10_batch(file, str(folder / name)))
+            try:
+                with open(path, "rb") as file:
+                    batches.append(read_cifar10_batch(file, path.stat().st_size, str(path)))
+            except OSError as error:
+                raise damaged(path, f"it cannot be read ({error.strerror})") from None
+    elif not archive.is_file():
+        raise SystemExit(f"{archive} is not a regular file: delete it, and run again to download the archive.")
     else:
         try:
             with tarfile.open(archive, "r:gz") as tar:
                 for name in names:
-                    member = tar.extractfile(f"cifar-10-batches-py/{name}")
-                    if member is None:
-                        raise KeyError(name)
-                    batches.append(read_cifar10_batch(member, f"{archive}: {name}"))
-        except (tarfile.TarError, OSError, EOFError, KeyError) as error:
+                    member = tar.getmember(f"cifar-10-batches-py/{name}")
+                    if not member.isfile():
+                        raise KeyError(f"{name} is not a file")
+                    batches.append(read_cifar10_batch(tar.extractfile(member), member.size, f"{archive}: {name}"))
+        except (tarfile.TarError, OSError, EOFError, KeyError, zlib.error) as error:  # zlib.error: a corrupt gzip block
             raise damaged(archive, f"not the whole CIFAR-10 archive ({error})") from None
     images, labels = (torch.cat(parts) for parts in zip(*batches[:5]))
     return (images, labels), batches[5]
@@ -200,6 +219,12 @@ def split(data: InMemoryImages, seed: int) -> tuple[Dataset, Dataset]:
     """(training, validation): a random share of `data` held out, the same for a given seed."""
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     n_val = int(len(data) * VAL_FRACTION)
+    if n_val == 0 and VAL_FRACTION > 0:  # else validation would find no batch, and the error would blame a flag
+        fail(
+            f"[data] val_fraction = {VAL_FRACTION} of {len(data)} images holds out none for validation: use more images, "
+            "or set [data] val_size or a larger val_fraction in ltgen.toml "
+            "and run ltgen regen (or edit VAL_FRACTION in data.py)."
+        )
     return data.subset(order[n_val:]), data.subset(order[:n_val])
 
 

@@ -59,7 +59,7 @@ def parse_args() -> tuple[Config, argparse.Namespace]:
     """The Config, with a flag for each field (all checked), and the options that are not hyperparameters."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fast-dev-run", action="store_true", help="one batch of train, val and test; write nothing")
-    parser.add_argument("--resume", metavar="{PATH,last}", help="a checkpoint to continue from; last: --out-dir's")
+    parser.add_argument("--resume", type=checkpoint.resume_flag, metavar="{PATH,last}", help="last: --out-dir's newest")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     return flags.parse(Config, parser)
 
@@ -86,8 +86,8 @@ def evaluate(
     return {f"{split}_{name}": value for name, value in zip(totals, means)}
 
 
-# Signal handlers only note the signal: the loop checkpoints and stops at the next step boundary
-# (I/O inside a handler can deadlock or leave a half-written file).
+# Once the loop runs, signal handlers only note the signal: the loop checkpoints and stops at the next step
+# boundary (I/O inside a handler can deadlock or leave a half-written file).
 stop_signal: int | None = None
 
 
@@ -99,8 +99,7 @@ def request_stop(signum: int, frame: object) -> None:
 
 def main() -> None:
     cfg, args = parse_args()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, request_stop)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # until the loop starts, Ctrl-C ends the run at once, as SIGTERM does
     rank, world_size, device = setup(args.device)
     # TF32 matmuls and convolutions on Ampere and later GPUs: faster, slightly less precise ([trainer] tf32).
     torch.backends.cuda.matmul.fp32_precision = "tf32"
@@ -113,8 +112,7 @@ def main() -> None:
     out_dir = Path(cfg.out_dir)
     ckpt_dir = out_dir / "checkpoints"
     if write:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.remove_temporaries(ckpt_dir)
+        checkpoint.make_folder(ckpt_dir)
 
     # Data. The batch order depends only on (seed, epoch), so a run can resume mid-epoch.
     train_set, val_set, test_set, data_info = make_datasets(cfg.dataset, Path(cfg.data_dir), cfg.seed)
@@ -189,6 +187,8 @@ def main() -> None:
         evaluate(raw_model, val_loader, validation_step, sanity_batches, "val", device)
 
     # Train.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
     last_save = time.monotonic()
     # In a terminal a progress bar; in a log file (a batch job's, CI's) a plain line every log_every_n_steps instead.
     show_bar = cfg.progress_bar and sys.stderr.isatty() and rank == 0
@@ -251,7 +251,8 @@ def main() -> None:
                 if rank == 0:
                     bar.write(report)
                 best_name = f"epoch={epoch}-step={global_step}.pt"
-                new_best = checkpoint.rank(top_k, metrics["val_loss"], best_name, cfg.save_top_k, "min")
+                score = flags.metric(metrics, "val_loss", "[checkpoint] monitor")
+                new_best = checkpoint.rank(top_k, score, best_name, cfg.save_top_k, "min")
                 if new_best:
                     top_k, dropped = new_best
             if batch_idx + 1 == n_train:  # the end of the epoch
@@ -277,7 +278,7 @@ def main() -> None:
         raise SystemExit(f"Stopped by a signal at step {global_step}; continue with --resume last")
 
     # Test, with the best checkpoint's weights.
-    if top_k and not args.fast_dev_run:
+    if top_k and not args.fast_dev_run and checkpoint.kept(ckpt_dir / top_k[0][1]):
         raw_model.load_state_dict(checkpoint.load(ckpt_dir / top_k[0][1])["model"])
     n_test = flags.num_batches(cfg.limit_test_batches, len(test_loader), "limit-test-batches")
     test_metrics = evaluate(raw_model, test_loader, test_step, n_test, "test", device)

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from flags import fail  # data that cannot train ends as a bad flag does: one line, exit status 2
+
 # Per-channel mean and standard deviation of MNIST's training images, in [0, 1].
 MEAN, STD = (0.1307,), (0.3081,)
 IMAGE_SHAPE = (1, 28, 28)  # channels, height, width
@@ -72,6 +74,12 @@ def split(data: InMemoryImages, seed: int) -> tuple[Dataset, Dataset]:
     """(training, validation): a random share of `data` held out, the same for a given seed."""
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     n_val = int(len(data) * VAL_FRACTION)
+    if n_val == 0 and VAL_FRACTION > 0:  # else validation would find no batch, and the error would blame a flag
+        fail(
+            f"[data] val_fraction = {VAL_FRACTION} of {len(data)} images holds out none for validation: use more images, "
+            "or set [data] val_size or a larger val_fraction in ltgen.toml "
+            "and run ltgen regen (or edit VAL_FRACTION in data.py)."
+        )
     return data.subset(order[n_val:]), data.subset(order[:n_val])
 
 

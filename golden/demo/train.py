@@ -67,7 +67,7 @@ def parse_args() -> tuple[Config, argparse.Namespace]:
     """The Config, with a flag for each field (all checked), and the options that are not hyperparameters."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fast-dev-run", action="store_true", help="one batch of train, val and test; write nothing")
-    parser.add_argument("--resume", metavar="{PATH,last}", help="a checkpoint to continue from; last: --out-dir's")
+    parser.add_argument("--resume", type=checkpoint.resume_flag, metavar="{PATH,last}", help="last: --out-dir's newest")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     return flags.parse(Config, parser)
 
@@ -92,8 +92,8 @@ def evaluate(
     return {f"{split}_{name}": value for name, value in zip(totals, means)}
 
 
-# Signal handlers only note the signal: the loop checkpoints and stops at the next step boundary
-# (I/O inside a handler can deadlock or leave a half-written file).
+# Once the loop runs, signal handlers only note the signal: the loop checkpoints and stops at the next step
+# boundary (I/O inside a handler can deadlock or leave a half-written file).
 stop_signal: int | None = None
 
 
@@ -105,8 +105,7 @@ def request_stop(signum: int, frame: object) -> None:
 
 def main() -> None:
     cfg, args = parse_args()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, request_stop)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # until the loop starts, Ctrl-C ends the run at once, as SIGTERM does
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     if use_cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda, but no CUDA device is available")
@@ -128,8 +127,7 @@ def main() -> None:
     out_dir = Path(cfg.out_dir)
     ckpt_dir = out_dir / "checkpoints"
     if write:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.remove_temporaries(ckpt_dir)
+        checkpoint.make_folder(ckpt_dir)
 
     # Data. The batch order depends only on (seed, epoch), so a run can resume mid-epoch.
     train_set, val_set, test_set, data_info = make_datasets(cfg.dataset, cfg.seed)
@@ -213,6 +211,8 @@ def main() -> None:
         evaluate(model, val_loader, validation_step, sanity_batches, "val", device)
 
     # Train.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
     last_save = time.monotonic()
     # In a terminal a progress bar; in a log file (a batch job's, CI's) a plain line every log_every_n_steps instead.
     show_bar = cfg.progress_bar and sys.stderr.isatty()
@@ -276,7 +276,7 @@ def main() -> None:
                 on_validation_epoch_end(model, metrics)
                 # As Lightning's EarlyStopping: stop on a non-finite value,
                 # or when `patience` validations in a row bring no improvement.
-                value, reason = metrics["val_loss"], ""
+                value, reason = flags.metric(metrics, "val_loss", "[early_stopping] monitor"), ""
                 if not math.isfinite(value):
                     reason = f"val_loss is {value}"
                 elif value < best_score - cfg.min_delta:
@@ -289,7 +289,8 @@ def main() -> None:
                     early_stop = f"Early stopping: {reason} (step {global_step})"
                     print(early_stop)
                 best_name = f"epoch={epoch}-step={global_step}.pt"
-                new_best = checkpoint.rank(top_k, metrics["val_loss"], best_name, cfg.save_top_k, "min")
+                score = flags.metric(metrics, "val_loss", "[checkpoint] monitor")
+                new_best = checkpoint.rank(top_k, score, best_name, cfg.save_top_k, "min")
                 if new_best:
                     top_k, dropped = new_best
             if batch_idx + 1 == n_train:  # the end of the epoch
@@ -318,7 +319,7 @@ def main() -> None:
         raise SystemExit(f"Stopped by a signal at step {global_step}; continue with --resume last")
 
     # Test, with the best checkpoint's weights.
-    if top_k and not args.fast_dev_run:
+    if top_k and not args.fast_dev_run and checkpoint.kept(ckpt_dir / top_k[0][1]):
         model.load_state_dict(checkpoint.load(ckpt_dir / top_k[0][1])["model"])
     n_test = flags.num_batches(cfg.limit_test_batches, len(test_loader), "limit-test-batches")
     test_metrics = evaluate(model, test_loader, test_step, n_test, "test", device)

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import torch
 
+import flags
+
+KIND = "an image GAN"  # what this project's checkpoints hold: save() writes it into each one
+# The data_info fields (and their types) that build_model, predict.py and sample.py read: check_kind refuses others.
+DATA_INFO = {"input_shape": list, "num_outputs": int, "classes": list}
 REQUIRED_KEYS = ("model", "optimizers", "epoch", "global_step", "batch_in_epoch", "rng")
+resume_flag = flags.existing("file", "last")  # train.py --resume's type: a checkpoint, or last
 # What torch.load raises on a damaged or foreign file: almost anything, as its unpickler parses the bytes
 # (OSError, EOFError, RuntimeError, ValueError, IndexError, KeyError, struct.error, AssertionError, ...).
 LOAD_ERRORS = (Exception,)
@@ -22,10 +28,10 @@ warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
 
 
 def save(state: dict, path: Path) -> None:
-    """Write state to path: a temporary file in the same folder, fsync, then os.replace."""
+    """Write state, and KIND, to path: a temporary file in the same folder, fsync, then os.replace."""
     temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "wb") as file:
-        torch.save(state, file)
+        torch.save({**state, "kind": KIND}, file)
         file.flush()
         os.fsync(file.fileno())
     if path.name == "last.pt" and path.exists():
@@ -38,15 +44,26 @@ def save(state: dict, path: Path) -> None:
         os.close(folder)
 
 
-def remove_temporaries(ckpt_dir: Path) -> None:
-    """Delete half-written files left by a run killed mid-save."""
+def make_folder(ckpt_dir: Path) -> None:
+    """Create the checkpoint folder (one line and exit 2 where it cannot be), and delete the half-written
+    files a run killed mid-save left in it."""
+    try:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        flags.fail(
+            f"--out-dir {ckpt_dir.parent}: cannot create {ckpt_dir} ({error.strerror}); choose a folder you can write to"
+        )
     for path in ckpt_dir.glob("*.tmp"):
         path.unlink(missing_ok=True)
 
 
 def load(path: Path) -> dict:
     """Read a checkpoint: tensors, numbers, strings, lists and dicts only (weights_only=True runs no pickled code)."""
+    if path.exists() and not path.is_file():  # a folder, or a named pipe that would block the read
+        raise ValueError("it is a folder" if path.is_dir() else "not a regular file")
     state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and state.get("kind", KIND) != KIND:
+        check_kind(state, path)  # say what it is, rather than which of our keys it lacks
     missing = [key for key in REQUIRED_KEYS if key not in state] if isinstance(state, dict) else REQUIRED_KEYS
     if missing:
         raise ValueError(f"not a training checkpoint: no {', '.join(missing)}")
@@ -71,7 +88,8 @@ def step_in_name(path: Path) -> int:
 
 def for_inference(path: Path | None, ckpt_dir: Path) -> tuple[dict, Path]:
     """The checkpoint predict.py and sample.py use, and its path: `path`, or else the
-    newest checkpoint in ckpt_dir that loads. One line and exit 1 when there is none."""
+    newest checkpoint in ckpt_dir that loads. One line and exit 1 when there is none, exit 2 when it is another kind's.
+    """
     if path is None:
         found = find("last", ckpt_dir)  # last.pt, or else the newest checkpoint that loads
         if found is None:
@@ -81,19 +99,49 @@ def for_inference(path: Path | None, ckpt_dir: Path) -> tuple[dict, Path]:
         state = load(path)
     except LOAD_ERRORS as error:
         raise SystemExit(f"{path}: cannot load it ({why(error)}); pass a checkpoint train.py saved") from None
-    if "data_info" not in state:
-        raise SystemExit(f"{path} has no data_info, which the model is built from: an older train.py saved it")
+    check_kind(state, path)
     return state, path
+
+
+def check_kind(state: dict, path: Path) -> None:
+    """Refuse, in one line (exit 2), a checkpoint of another kind of project: one that says it holds another kind of
+    model, or whose data_info lacks a field this project reads, or holds it as another type."""
+    info = state["data_info"] if isinstance(state.get("data_info"), dict) else {}
+    if state.get("kind", KIND) == KIND and all(isinstance(info.get(name), kind) for name, kind in DATA_INFO.items()):
+        return
+    fields = (
+        name if isinstance(value, DATA_INFO.get(name, object)) else f"{name} as a {type(value).__name__}"
+        for name, value in info.items()
+    )
+    has = f"its data_info has {', '.join(fields)}" if info else "it has no data_info"
+    flags.fail(
+        f"{path} is a checkpoint of {state.get('kind', 'another project, or of an older train.py')} ({has}), not of {KIND} "
+        f"like this project's (data_info with {', '.join(DATA_INFO)}): pass a checkpoint this project's train.py saved"
+    )
+
+
+def weight_problems(saved: object, model: torch.nn.Module) -> str:
+    """How the weights `saved` differ from `model`'s, by name and shape, in one line; "" when they fit it."""
+    current = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    saved = (
+        {name: tuple(getattr(value, "shape", ())) for name, value in saved.items()} if isinstance(saved, dict) else {}
+    )
+    problems = [
+        f"{name}: {saved[name]} in the checkpoint, {shape} now"
+        for name, shape in current.items()
+        if saved.get(name, shape) != shape
+    ]
+    problems += [f"{name}: only in the checkpoint" for name in saved if name not in current]
+    problems += [f"{name}: not in the checkpoint" for name in current if name not in saved]
+    return "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
 
 
 def load_weights(model: torch.nn.Module, state: dict, path: Path) -> torch.nn.Module:
     """`model`, as model.py builds it, with the weights of the checkpoint `state` (read from `path`), in eval mode.
-    One line and exit 1 when they do not fit it (model.py changed since)."""
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:  # its first line says "Error(s) in loading state_dict"; the next ones say which
-        detail = str(error).splitlines()[1:2] or [str(error)]
-        raise SystemExit(f"{path} holds another model than model.py builds: {detail[0].strip()[:300]}") from None
+    One line and exit 2 when they do not fit it (model.py changed since)."""
+    if problems := weight_problems(state["model"], model):
+        flags.fail(f"{path} holds another model than model.py builds: {problems}; pass a checkpoint of this model")
+    model.load_state_dict(state["model"])
     return model.eval()
 
 
@@ -124,27 +172,19 @@ def find(resume: str, ckpt_dir: Path) -> tuple[dict, Path] | None:
 
 
 def check_compatible(state: dict, model: torch.nn.Module, config: dict, data_info: dict, path: Path) -> None:
-    """Refuse a checkpoint of a differently shaped model or other data; warn about settings that changed since."""
-    saved_info = state.get("data_info", data_info)
+    """Refuse (one line, exit 2) a checkpoint of another kind of project, other data or a differently shaped model;
+    warn about settings that changed since."""
+    check_kind(state, path)
+    saved_info = state["data_info"]
     if saved_info != data_info:
         differ = [key for key in {**data_info, **saved_info} if data_info.get(key) != saved_info.get(key)]
-        raise SystemExit(
+        flags.fail(
             f"{path} was trained on other data (its {', '.join(differ)} differ), so training cannot resume from it"
         )
-    current = model.state_dict()
-    saved = state["model"]
-    problems = [
-        f"{name}: {tuple(saved[name].shape)} in the checkpoint, {tuple(t.shape)} now"
-        for name, t in current.items()
-        if name in saved and saved[name].shape != t.shape
-    ]
-    problems += [f"{name}: only in the checkpoint" for name in saved if name not in current]
-    problems += [f"{name}: not in the checkpoint" for name in current if name not in saved]
-    if problems:
-        raise SystemExit(
-            f"{path} holds a different model, so training cannot resume from it:\n  "
-            + "\n  ".join(problems[:10])
-            + "\nResume with the model it was trained with, or start a new run in another --out-dir."
+    if problems := weight_problems(state["model"], model):
+        flags.fail(
+            f"{path} holds a different model, so training cannot resume from it: {problems}. "
+            "Resume with the model it was trained with, or start a new run in another --out-dir."
         )
     changed = [
         f"{key} {old!r} -> {config[key]!r}"

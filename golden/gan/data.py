@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from flags import fail  # data that cannot train ends as a bad flag does: one line, exit status 2
+
 MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -30,6 +32,7 @@ MNIST_MD5 = {  # of the gzipped files the mirrors serve
     "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
 }
+IDX_LIMIT = 1 << 26  # bytes: MNIST's largest file holds 47 MB; a larger one (or a gzip bomb) is refused, not read whole
 DOWNLOAD_TIMEOUT = 5  # seconds a server may take to accept a connection or to send the next bytes
 # Images are scaled to [-1, 1], the range of the generator's tanh output.
 MEAN, STD = (0.5,), (0.5,)
@@ -55,7 +58,7 @@ class InMemoryImages(Dataset):
         return InMemoryImages(self.images[indices], self.labels[indices])
 
 
-def damaged(path: Path, problem: str) -> SystemExit:
+def damaged(path: Path | str, problem: str) -> SystemExit:
     """The error for a data file that cannot be used: which file, what is wrong, what to do."""
     return SystemExit(f"{path} is damaged: {problem}. Delete it and run again to download it afresh.")
 
@@ -80,7 +83,7 @@ def download_mnist(data_dir: Path) -> None:
             print(f"Downloading {name}.gz from {mirror}", flush=True)
             try:
                 with urllib.request.urlopen(f"{mirror}{name}.gz", timeout=DOWNLOAD_TIMEOUT) as response:
-                    payload = response.read()
+                    payload = response.read(IDX_LIMIT)  # no more: a wrong server could send without end
             except (OSError, http.client.HTTPException) as error:
                 problem = getattr(error, "reason", error)
             else:
@@ -105,12 +108,18 @@ def download_mnist(data_dir: Path) -> None:
 
 def read_idx(path: Path) -> torch.Tensor:
     """Read an IDX file (MNIST's format: 2 zero bytes, a type byte, the rank, big-endian sizes, raw data)."""
-    raw = path.read_bytes()
-    if path.suffix == ".gz" and raw:
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as error:  # not gzip data, cut short, or corrupt
-            raise damaged(path, f"it is not a whole gzip file ({error})") from None
+    if not path.is_file():  # open() would wait forever on a named pipe
+        raise damaged(path, "it is not a regular file")
+    gzipped = path.suffix == ".gz"
+    try:
+        with gzip.open(path) if gzipped else open(path, "rb") as file:
+            raw = file.read(IDX_LIMIT + 1)  # no more: a gzip bomb would fill the memory
+    except (OSError, EOFError, zlib.error) as error:  # not gzip data, cut short, or corrupt
+        problem = f"it is not a whole gzip file ({error})" if gzipped else f"it cannot be read ({error.strerror})"
+        raise damaged(path, problem) from None
+    if len(raw) > IDX_LIMIT:
+        unpacked = " once decompressed" if gzipped else ""
+        raise damaged(path, f"it holds more than {IDX_LIMIT} bytes{unpacked}, where MNIST's largest file holds 47 MB")
     if not raw:
         raise damaged(path, "it is empty")
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
@@ -122,6 +131,8 @@ def read_idx(path: Path) -> torch.Tensor:
     data = raw[4 + 4 * rank :]
     if len(data) != math.prod(shape):
         raise damaged(path, f"{len(data)} bytes of data for shape {shape}")
+    if not data:
+        raise damaged(path, f"it holds no data (shape {shape})")
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(shape)
 
 
@@ -192,6 +203,12 @@ def split(data: InMemoryImages, seed: int) -> tuple[Dataset, Dataset]:
     """(training, validation): a random share of `data` held out, the same for a given seed."""
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     n_val = int(len(data) * VAL_FRACTION)
+    if n_val == 0 and VAL_FRACTION > 0:  # else validation would find no batch, and the error would blame a flag
+        fail(
+            f"[data] val_fraction = {VAL_FRACTION} of {len(data)} images holds out none for validation: use more images, "
+            "or set [data] val_size or a larger val_fraction in ltgen.toml "
+            "and run ltgen regen (or edit VAL_FRACTION in data.py)."
+        )
     return data.subset(order[n_val:]), data.subset(order[:n_val])
 
 

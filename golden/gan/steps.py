@@ -4,6 +4,7 @@ stepped by hand), validation_step, test_step and configure_optimizers, as plain 
 train.py calls them and does the rest (devices, mixed precision, logging, checkpoints).
 """
 
+import os
 from pathlib import Path
 
 import torch
@@ -96,7 +97,8 @@ def sample_images(models: nn.ModuleDict, latent: torch.Tensor) -> torch.Tensor:
 
 
 def save_grid(images: torch.Tensor, path: Path, gap: int = 2) -> None:
-    """Save images (N x C x H x W in [0, 1]) as one PNG: a square-ish grid, `gap` pixels between them."""
+    """Save images (N x C x H x W in [0, 1]) as one PNG: a square-ish grid, `gap` pixels between them. The file is
+    written under a temporary name, then renamed: a failed write (a full disk) leaves no half-written PNG."""
     count, channels, height, width = images.shape
     columns = max(1, round(count**0.5))
     rows = -(-count // columns)
@@ -109,4 +111,9 @@ def save_grid(images: torch.Tensor, path: Path, gap: int = 2) -> None:
         "L" if channels == 1 else "RGB", (pixels.shape[1], pixels.shape[0]), bytes(pixels.view(-1).tolist())
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        image.save(temporary, format="PNG")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

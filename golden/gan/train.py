@@ -64,7 +64,7 @@ def parse_args() -> tuple[Config, argparse.Namespace]:
     """The Config, with a flag for each field (all checked), and the options that are not hyperparameters."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fast-dev-run", action="store_true", help="one batch of train, val and test; write nothing")
-    parser.add_argument("--resume", metavar="{PATH,last}", help="a checkpoint to continue from; last: --out-dir's")
+    parser.add_argument("--resume", type=checkpoint.resume_flag, metavar="{PATH,last}", help="last: --out-dir's newest")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     return flags.parse(Config, parser)
 
@@ -89,8 +89,8 @@ def evaluate(
     return {f"{split}_{name}": value for name, value in zip(totals, means)}
 
 
-# Signal handlers only note the signal: the loop checkpoints and stops at the next step boundary
-# (I/O inside a handler can deadlock or leave a half-written file).
+# Once the loop runs, signal handlers only note the signal: the loop checkpoints and stops at the next step
+# boundary (I/O inside a handler can deadlock or leave a half-written file).
 stop_signal: int | None = None
 
 
@@ -102,8 +102,7 @@ def request_stop(signum: int, frame: object) -> None:
 
 def main() -> None:
     cfg, args = parse_args()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, request_stop)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # until the loop starts, Ctrl-C ends the run at once, as SIGTERM does
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     if use_cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda, but no CUDA device is available")
@@ -119,8 +118,7 @@ def main() -> None:
     out_dir = Path(cfg.out_dir)
     ckpt_dir = out_dir / "checkpoints"
     if write:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.remove_temporaries(ckpt_dir)
+        checkpoint.make_folder(ckpt_dir)
 
     # Data. The batch order depends only on (seed, epoch), so a run can resume mid-epoch.
     train_set, val_set, test_set, data_info = make_datasets(cfg.dataset, Path(cfg.data_dir), cfg.seed)
@@ -187,6 +185,8 @@ def main() -> None:
         evaluate(model, val_loader, validation_step, sanity_batches, "val", device)
 
     # Train.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
     last_save = time.monotonic()
     # In a terminal a progress bar; in a log file (a batch job's, CI's) a plain line every log_every_n_steps instead.
     show_bar = cfg.progress_bar and sys.stderr.isatty()

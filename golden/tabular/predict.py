@@ -4,25 +4,27 @@
                                [--batch-size N] [--device auto|cpu|cuda]
 
 ROWS.csv has a header row and every feature column the model was trained on (in any order; other columns,
-the target among them, may be there too). Without --checkpoint, the best checkpoint in OUT_DIR/checkpoints/ is
-used (the first of the top-k list that train.py keeps). The features are standardized with the training statistics
+the target among them, may be there too), read as train.py reads its file (data.py). Without --checkpoint, the
+best checkpoint in OUT_DIR/checkpoints/ is used (the first of the top-k list that train.py keeps). The features are standardized with the training statistics
 stored in it. The output is the input CSV with a "prediction" column added (in the target's own
-units), written to --output, or to stdout.
+units), written to --output whole or not at all, or to stdout.
 """
 
 import argparse
 import csv
-import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import torch
 
 import checkpoint
-from flags import fail
+from data import read_columns, read_header, records, refuse_duplicates, utf8_error
+from flags import fail, integer, run, write_output
 from model import build_model
 
-MAX_REPORTED = 10  # bad values listed one by one; the rest are counted
+MAX_BATCH_SIZE = 1 << 20  # rows the model takes at once, at most: a typo of extra digits is an error, not a crash
 
 
 def parse_args() -> argparse.Namespace:
@@ -35,68 +37,33 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--out-dir", type=Path, default=Path("outputs"), help="train.py's --out-dir")
     parser.add_argument("--output", type=Path, help="the CSV file to write (default: stdout)")
-    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument(
+        "--batch-size", type=integer(1, MAX_BATCH_SIZE), default=1024, help=f"rows at a time, 1 to {MAX_BATCH_SIZE}"
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    args = parser.parse_args()
-    if args.batch_size < 1:
-        parser.error("--batch-size must be >= 1")
-    return args
+    return parser.parse_args()
 
 
-def read_rows(path: Path, features: list[str]) -> tuple[list[str], list[list[str]], torch.Tensor]:
-    """The header, the rows as text, and the feature columns as numbers (float64, rows x features, in the
-    model's order); every missing or non-numeric feature value is reported with its line before exiting."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as file:
-            reader = csv.reader(file)
-            header = next(reader, None)
-            rows = [(reader.line_num, fields) for fields in reader if any(field.strip() for field in fields)]
-    except FileNotFoundError:
-        fail(f"{path}: no such file")
-    except UnicodeDecodeError as error:
-        fail(f"{path} is not UTF-8 text ({error}); save it as UTF-8 CSV")
-    except OSError as error:
-        fail(f"cannot read {path}: {error.strerror}")
-    except csv.Error as error:
-        fail(f"{path} line {reader.line_num}: {error}")
-    if not header:
-        fail(f"{path} is empty: expected a header row naming the columns, then the rows")
-    names = [name.strip() for name in header]
-    missing = [name for name in features if name not in names]
+def read_features(path: Path, features: list[str]) -> tuple[torch.Tensor, str]:
+    """The feature columns as numbers (float64, rows x features, in the model's order) and the file's delimiter;
+    every missing or non-numeric feature value is reported with its line before exiting."""
+    if not path.is_file():
+        fail(
+            f"{path}: no such file"
+            if not path.exists()
+            else f"{path} is not a regular file (a folder, or a named pipe)"
+        )
+    if error := utf8_error(path):  # checked whole: the output copies every column, read here or not
+        fail(error)
+    header, delimiter = read_header(path)
+    missing = [name for name in features if name not in header]
     if missing:
         columns = "column" if len(missing) == 1 else "columns"
         fail(f"{path} lacks the feature {columns} {', '.join(map(repr, missing))} that the model was trained on")
-    columns = [names.index(name) for name in features]
-    problems: list[str] = []
-    values = []
-    for line, fields in rows:
-        if len(fields) != len(header):
-            problems.append(f"line {line}: {len(fields)} fields, where the header has {len(header)}")
-            continue
-        row = []
-        for name, column in zip(features, columns):
-            field = fields[column].strip()
-            try:
-                value = float(field) if field else math.nan
-            except ValueError:
-                value = math.nan
-            if not math.isfinite(value):
-                problems.append(
-                    f"line {line}, column {name!r}: " + (f"{field!r} is not a number" if field else "missing")
-                )
-            row.append(value)
-        values.append(row)
-    if problems:
-        shown = problems[:MAX_REPORTED] + (
-            [f"... and {len(problems) - MAX_REPORTED} more"] if len(problems) > MAX_REPORTED else []
-        )
-        fail(
-            f"{path}: {len(problems)} bad value{'s' if len(problems) > 1 else ''} (every feature must be a number):\n  "
-            + "\n  ".join(shown)
-        )
-    if not rows:
-        fail(f"{path} has a header but no rows")
-    return header, [fields for _, fields in rows], torch.tensor(values, dtype=torch.float64)
+    refuse_duplicates(header, features, path)
+    columns = [header.index(name) for name in features]
+    values, _ = read_columns(path, header, delimiter, columns, None, "every feature must be a number")
+    return values, delimiter
 
 
 @torch.no_grad()
@@ -104,6 +71,17 @@ def predict(model: torch.nn.Module, features: torch.Tensor, batch_size: int, dev
     """The model's outputs for standardized features (rows x features), a batch at a time, on the CPU."""
     outputs = [model(batch.to(device)).float().cpu() for batch in features.split(batch_size)]
     return torch.cat(outputs)
+
+
+def write_rows(file: TextIO, path: Path, delimiter: str, new_columns: list[str], results: Iterator[list[str]]) -> None:
+    """The input file's records, as read (blank lines left out), each with its results appended."""
+    writer = csv.writer(file, delimiter=delimiter)
+    with open(path, newline="", encoding="utf-8-sig") as rows:
+        lines = records(rows, delimiter, path)
+        _, header = next(lines)
+        writer.writerow(header + new_columns)
+        for (_, fields), result in zip(lines, results, strict=True):  # one result per row that was read
+            writer.writerow(fields + result)
 
 
 def main() -> None:
@@ -116,23 +94,23 @@ def main() -> None:
     data_info = state["data_info"]
     model = checkpoint.load_weights(build_model(data_info, device), state, path)
 
-    header, rows, features = read_rows(args.rows, data_info["features"])
-    mean, std = torch.tensor(data_info["mean"], dtype=torch.float64), torch.tensor(
-        data_info["std"], dtype=torch.float64
-    )
-    outputs = predict(model, ((features - mean) / std).float(), args.batch_size, device)
+    features, delimiter = read_features(args.rows, data_info["features"])
+    mean = torch.tensor(data_info["mean"], dtype=torch.float64)
+    std = torch.tensor(data_info["std"], dtype=torch.float64)
+    outputs = predict(model, features.sub_(mean).div_(std).float(), args.batch_size, device)
     predictions = (outputs.squeeze(1).double() * data_info["target_std"] + data_info["target_mean"]).tolist()
     new_columns = ["prediction"]
-    results = [[f"{value:.7g}"] for value in predictions]
+    results = ([f"{value:.7g}"] for value in predictions)  # made as the rows are written: no list of them all
 
-    table = [header + new_columns] + [fields + result for fields, result in zip(rows, results)]
+    def write(file: TextIO) -> None:
+        write_rows(file, args.rows, delimiter, new_columns, results)
+
     if args.output:
-        with open(args.output, "w", newline="", encoding="utf-8") as file:
-            csv.writer(file).writerows(table)
+        write_output(args.output, write)
     else:
-        csv.writer(sys.stdout).writerows(table)
-    print(f"{len(rows)} rows predicted with {path} (step {state.get('global_step', '?')})", file=sys.stderr)
+        write(sys.stdout)
+    print(f"{len(outputs)} rows predicted with {path} (step {state.get('global_step', '?')})", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

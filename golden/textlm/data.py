@@ -20,6 +20,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
 
+from flags import fail  # a path that is no file ends as a bad flag does
+
 TEXT_FILE = "input.txt"  # [data] text_file, in --data-dir
 BLOCK_SIZE = 256  # [data] block_size: characters of context the model sees
 SAMPLES_PER_EPOCH = 32000  # [data] samples_per_epoch: random training windows that make an epoch
@@ -95,15 +97,19 @@ def download_shakespeare(path: Path) -> None:
 
 
 def read_text(path: Path) -> str:
-    """The text of a UTF-8 file; a clear error for anything else."""
-    if not path.is_file():
+    """The text of a UTF-8 file, without the byte order mark some editors put first; a clear error for anything else."""
+    if path.is_dir():
+        fail(f"{path.resolve()} is a folder: set [data] text_file to a UTF-8 text file in --data-dir")
+    if path.exists() and not path.is_file():  # refused unopened: reading a named pipe or a device can block for ever
+        fail(f"{path.resolve()} is not a regular file (a named pipe or a device): copy the text into a file")
+    if not path.exists():
         raise SystemExit(
             f"{path.resolve()} not found: put your UTF-8 text there (or set [data] text_file), "
             "or train on generated text with --dataset synthetic"
         )
     raw = path.read_bytes()
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8").removeprefix("\ufeff")  # a BOM is no character of the text
     except UnicodeDecodeError as error:
         raise SystemExit(
             f"{path} is not UTF-8 text: byte {error.start} (0x{raw[error.start]:02x}) is {error.reason}. "
@@ -135,6 +141,10 @@ def tokenize(text: str) -> tuple[str, torch.Tensor]:
         raise SystemExit("the text is empty: there is nothing to train on")
     code_points = torch.frombuffer(bytearray(text.encode("utf-32-le")), dtype=torch.int32)
     vocab, tokens = code_points.unique(sorted=True, return_inverse=True)
+    if len(vocab) < 2:  # the model would learn to predict it at loss 0
+        raise SystemExit(
+            f"the text is one character, {chr(vocab[0])!r}, repeated: there is nothing to learn; use a real text"
+        )
     dtype = torch.uint8 if len(vocab) <= 256 else torch.int16 if len(vocab) <= 2**15 else torch.int32
     return "".join(map(chr, vocab.tolist())), tokens.to(dtype)
 

@@ -19,6 +19,7 @@ from types import ModuleType
 from ltgen.features import (
     accumulation,
     anomaly,
+    checkpoint_kind,
     clipping,
     compile,
     core,
@@ -51,6 +52,7 @@ FEATURES: list[ModuleType] = [
     scheduler,
     precision,
     task,
+    checkpoint_kind,
     core,
     early_stopping,
     top_k,

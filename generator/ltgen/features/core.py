@@ -76,12 +76,17 @@ def imports(f: dict[str, Any]) -> list[str]:
 def fields(f: dict[str, Any]) -> list[Field]:
     out = []
     if f["checkpointing"] or f["tensorboard"]:
+        where = "a folder, or a path to make one at (no file there or on the way)"
+        comment = "logs and checkpoints go here"
         out.append(
-            Field("out_dir", '"outputs"', "str", comment="logs and checkpoints go here", position="data.dataset")
+            Field("out_dir", '"outputs"', "str", "is_folder_path({v})", where, comment=comment, position="data.dataset")
         )
     out.append(Field("batch_size", "data.batch_size", "int", "{v} >= 1", "an integer >= 1"))
     if f["workers"]:
-        out.append(Field("num_workers", "data.num_workers", "int", "{v} >= 0", "an integer >= 0"))
+        # The loader keeps its workers between epochs, which needs at least one; the spec's bound keeps a typo from
+        # starting millions of processes.
+        workers = "an integer from 1 to 256 (for none, set [data] num_workers = 0 and run ltgen regen)"
+        out.append(Field("num_workers", "data.num_workers", "int", "1 <= {v} <= 256", workers))
     limit = "an integer >= 1, or -1 for no limit"
     out.append(Field("max_epochs", "trainer.max_epochs", "int", "{v} >= 1 or {v} == -1", limit, "1"))
     out.append(Field("max_steps", "trainer.max_steps", "int", "{v} >= 1 or {v} == -1", limit, "1"))

@@ -4,26 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from ltgen.checks import METRIC, MODE, Key, boolean, integer, number, off_or_number
+from ltgen.checks import METRIC, MODE, Key, boolean, integer, number, off_or_number, only_with
 from ltgen.features.validation import needs_validation
 from ltgen.unit import Entry, Field, plain
 
+ENABLED = (only_with("early_stopping.enabled", True, where="when early stopping is enabled"),)
+
 KEYS: dict[str, dict[str, Key]] = {
     "trainer": {
-        "min_epochs": Key(integer(0), 0, "early stopping waits for at least this many completed epochs"),
-        "min_steps": Key(integer(0), 0, "and for at least this many optimizer steps"),
+        "min_epochs": Key(integer(0), 0, "early stopping waits for at least this many completed epochs", ENABLED),
+        "min_steps": Key(integer(0), 0, "and for at least this many optimizer steps", ENABLED),
     },
     "early_stopping": {
         "enabled": Key(boolean, False, "stop when the monitored metric stops improving"),
-        "monitor": Key(METRIC, "val_loss", "val_loss, val_acc, or val_<name> for any metric validation_step returns"),
-        "mode": Key(MODE, "min", "min: lower is better; max: higher is better"),
-        "patience": Key(integer(1), 3, "validations without improvement before stopping"),
-        "min_delta": Key(number(0.0), 0.0, "the smallest change that counts as improvement"),
+        "monitor": Key(
+            METRIC, "val_loss", "val_loss, val_acc, or val_<name> for any metric validation_step returns", ENABLED
+        ),
+        "mode": Key(MODE, "min", "min: lower is better; max: higher is better", ENABLED),
+        "patience": Key(integer(1), 3, "validations without improvement before stopping", ENABLED),
+        "min_delta": Key(number(0.0), 0.0, "the smallest change that counts as improvement", ENABLED),
         "stopping_threshold": Key(
-            off_or_number, False, "stop as soon as the metric is better than this (e.g. 0.01); false: off"
+            off_or_number, False, "stop as soon as the metric is better than this (e.g. 0.01); false: off", ENABLED
         ),
         "divergence_threshold": Key(
-            off_or_number, False, "stop as soon as the metric is worse than this (e.g. 10.0); false: off"
+            off_or_number, False, "stop as soon as the metric is worse than this (e.g. 10.0); false: off", ENABLED
         ),
     },
 }

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ltgen.checks import Key, boolean
+from ltgen.checks import Key, boolean, only_with
 
 KEYS: dict[str, dict[str, Key]] = {
-    "debug": {"log_grad_norm": Key(boolean, False, "log the gradient norm at logging steps")}
+    "debug": {
+        "log_grad_norm": Key(
+            boolean,
+            False,
+            "log the gradient norm at logging steps",
+            (only_with("logging.tensorboard", True, where="when tensorboard = true, where the norm is logged"),),
+        )
+    }
 }
 
 

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from ltgen.checks import METRIC, MODE, Key, choice, integer, number
+from ltgen.checks import METRIC, MODE, Applies, Key, choice, integer, number, only_with
 from ltgen.features.validation import needs_validation
 from ltgen.unit import Entry, by_name, plain, whole
+
+# Where a schedule's keys have an effect: the scheduler that reads them, and a schedule at all.
+STEP = only_with("optim.scheduler", "step", where='to scheduler "step"')
+PLATEAU = only_with("optim.scheduler", "plateau", where='to scheduler "plateau"')
+SCHEDULED = Applies(
+    ("optim.scheduler", "optim.warmup_steps"),
+    lambda scheduler, warmup: scheduler != "none" or warmup > 0,
+    "to a schedule: a scheduler, or a warm-up",
+)
 
 KEYS: dict[str, dict[str, Key]] = {
     "optim": {
@@ -17,15 +26,27 @@ KEYS: dict[str, dict[str, Key]] = {
             choice("step", "epoch"),
             "step",
             '"step": the schedule counts optimizer steps; "epoch": epochs, as Lightning does by default',
+            # plateau steps after each validation, whatever the interval
+            (
+                only_with("optim.scheduler", "none", "cosine", "step", where='to every scheduler but "plateau"'),
+                SCHEDULED,
+            ),
         ),
         "warmup_steps": Key(
             integer(0), 0, "linear warm-up, in schedule steps (see scheduler_interval; not with plateau)"
         ),
-        "step_size": Key(integer(1), 1000, "step: multiply the lr by gamma every step_size schedule steps"),
-        "gamma": Key(number(0.0, 1.0), 0.1, "step and plateau: the factor"),
-        "plateau_patience": Key(integer(0), 2, "plateau: validations without improvement before the lr drops"),
-        "monitor": Key(METRIC, "val_loss", "plateau: the metric watched"),
-        "mode": Key(MODE, "min", "plateau: whether the metric should go down (min) or up (max)"),
+        "step_size": Key(integer(1), 1000, "step: multiply the lr by gamma every step_size schedule steps", (STEP,)),
+        "gamma": Key(
+            number(0.0, 1.0),
+            0.1,
+            "step and plateau: the factor",
+            (only_with("optim.scheduler", "step", "plateau", where='to schedulers "step" and "plateau"'),),
+        ),
+        "plateau_patience": Key(
+            integer(0), 2, "plateau: validations without improvement before the lr drops", (PLATEAU,)
+        ),
+        "monitor": Key(METRIC, "val_loss", "plateau: the metric watched", (PLATEAU,)),
+        "mode": Key(MODE, "min", "plateau: whether the metric should go down (min) or up (max)", (PLATEAU,)),
     }
 }
 

@@ -5,7 +5,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ltgen.checks import Key, boolean, choice, choice_int, column_name, file_name, int_list, integer, number
+from ltgen.checks import (
+    Applies,
+    Key,
+    boolean,
+    choice,
+    choice_int,
+    column_name,
+    file_name,
+    int_list,
+    integer,
+    number,
+    only_with,
+)
 from ltgen.features.strategy import distributed
 from ltgen.features.validation import validates
 from ltgen.unit import Entry, Field, plain
@@ -13,6 +25,7 @@ from ltgen.unit import Entry, Field, plain
 DATASETS = ("mnist", "cifar10", "image_folder", "text", "csv", "custom", "synthetic")
 ARCHS = ("mlp", "cnn", "resnet", "gpt", "custom", "gan")
 IMAGE_ARCHS = ("mlp", "cnn", "resnet")
+IMAGE_DATASETS = ("mnist", "synthetic", "cifar10", "image_folder")
 # The models each dataset can train: the model's input and output must fit the data's.
 VALID_ARCHS = {
     "mnist": (*IMAGE_ARCHS, "gan"),
@@ -45,6 +58,28 @@ DATASET_SIZES = {
     "synthetic": lambda data: (data["synthetic_samples"], data["synthetic_samples"] // 6),
 }
 
+
+def _arch(arch: str) -> tuple[Applies, ...]:
+    """A [model] key that only this arch's model.py reads."""
+    return (only_with("model.arch", arch, where=f'to arch "{arch}"'),)
+
+
+def _dataset(dataset: str) -> tuple[Applies, ...]:
+    """A [data] key that only this dataset's data.py reads."""
+    return (only_with("data.dataset", dataset, where=f'to dataset "{dataset}"'),)
+
+
+# Keys the GAN's model and optimizers do not read (it has two Adams, of optimizer.py's lr_g, lr_d and betas).
+NOT_GAN = only_with("model.arch", *(a for a in ARCHS if a != "gan"), where='to every arch but "gan"')
+
+
+def _not_text(why: str) -> Applies:
+    """A [data] key that every dataset's data.py reads but the text's; `why` says why not."""
+    return only_with("data.dataset", *(d for d in DATASETS if d != "text"), where=f'to every dataset but "text", {why}')
+
+
+SPLIT = _not_text("whose split is fixed: 90% training, 5% validation, 5% test")
+
 KEYS: dict[str, dict[str, Key]] = {
     "model": {
         "arch": Key(
@@ -52,20 +87,33 @@ KEYS: dict[str, dict[str, Key]] = {
             "mlp",
             '"mlp" | "cnn" | "resnet" | "gan" (images) | "gpt" (text) | "custom" (your own, with dataset "custom")',
         ),
-        "hidden_sizes": Key(int_list(1, 0, 8, hi=65536), [128], "mlp: widths of the hidden layers"),
+        "hidden_sizes": Key(int_list(1, 0, 8, hi=65536), [128], "mlp: widths of the hidden layers", _arch("mlp")),
         "channels": Key(
-            int_list(1, 1, 4, hi=4096), [32, 64], "cnn: channels of the conv blocks (each halves the image)"
+            int_list(1, 1, 4, hi=4096),
+            [32, 64],
+            "cnn: channels of the conv blocks (each halves the image)",
+            _arch("cnn"),
         ),
-        "dropout": Key(number(0.0, 1.0, hi_open=True), 0.1, "dropout probability; 0 for none"),
-        "depth": Key(choice_int(*RESNET_STAGES), 18, "resnet: 10, 18 or 34 layers (basic blocks, CIFAR stem)"),
-        "width": Key(integer(1, 1024), 64, "resnet: channels of the first stage, doubled at each of the next 3"),
-        "n_layer": Key(integer(1, 128), 6, "gpt: transformer blocks"),
-        "n_head": Key(integer(1, 128), 6, "gpt: attention heads (n_embd must be a multiple of n_head)"),
-        "n_embd": Key(integer(1, 16384), 384, "gpt: embedding width"),
-        "bias": Key(boolean, False, "gpt: biases in the linear layers and LayerNorms"),
-        "latent_dim": Key(integer(1, 4096), 100, "gan: size of the noise vector the generator starts from"),
-        "generator_width": Key(integer(1, 1024), 64, "gan: channels of the generator's last hidden layer"),
-        "discriminator_width": Key(integer(1, 1024), 64, "gan: channels of the discriminator's first layer"),
+        "dropout": Key(number(0.0, 1.0, hi_open=True), 0.1, "dropout probability; 0 for none", (NOT_GAN,)),
+        "depth": Key(
+            choice_int(*RESNET_STAGES), 18, "resnet: 10, 18 or 34 layers (basic blocks, CIFAR stem)", _arch("resnet")
+        ),
+        "width": Key(
+            integer(1, 1024), 64, "resnet: channels of the first stage, doubled at each of the next 3", _arch("resnet")
+        ),
+        "n_layer": Key(integer(1, 128), 6, "gpt: transformer blocks", _arch("gpt")),
+        "n_head": Key(integer(1, 128), 6, "gpt: attention heads (n_embd must be a multiple of n_head)", _arch("gpt")),
+        "n_embd": Key(integer(1, 16384), 384, "gpt: embedding width", _arch("gpt")),
+        "bias": Key(boolean, False, "gpt: biases in the linear layers and LayerNorms", _arch("gpt")),
+        "latent_dim": Key(
+            integer(1, 4096), 100, "gan: size of the noise vector the generator starts from", _arch("gan")
+        ),
+        "generator_width": Key(
+            integer(1, 1024), 64, "gan: channels of the generator's last hidden layer", _arch("gan")
+        ),
+        "discriminator_width": Key(
+            integer(1, 1024), 64, "gan: channels of the discriminator's first layer", _arch("gan")
+        ),
     },
     "data": {
         "dataset": Key(
@@ -73,20 +121,57 @@ KEYS: dict[str, dict[str, Key]] = {
             "mnist",
             '"mnist" | "cifar10" | "image_folder" | "text" | "csv" | "custom" | "synthetic"',
         ),
-        "val_fraction": Key(number(0.0, 1.0, hi_open=True), 0.1, "share of the training set held out for validation"),
-        "val_size": Key(integer(0), 0, "a fixed number of validation samples instead (0: use val_fraction)"),
-        "synthetic_samples": Key(integer(10, 10**7), 12000, "synthetic: training + validation samples"),
-        "image_size": Key(integer(8, 4096), 64, "image_folder: images are resized to image_size x image_size"),
-        "augment": Key(boolean, False, "images: random crop (4-pixel padding) and horizontal flip, on the device"),
-        "in_memory": Key(boolean, True, "image_folder: decode every image once, hold them as uint8 in memory"),
-        "text_file": Key(file_name, "input.txt", "text: a UTF-8 file in --data-dir"),
-        "block_size": Key(integer(1, 65536), 256, "text: characters of context"),
-        "samples_per_epoch": Key(integer(1), 32000, "text: random windows that make an epoch"),
-        "csv_file": Key(file_name, "data.csv", "csv: a file with a header row, in --data-dir"),
-        "target": Key(column_name, "target", "csv: the column to predict; the other columns are the features"),
-        "task": Key(choice("classification", "regression"), "classification", 'csv: "classification" | "regression"'),
-        "input_shape": Key(int_list(1, 1, 4, hi=65536), [3, 32, 32], "custom: the shape of one input"),
-        "num_classes": Key(integer(1, 10**6), 10, "custom: classes of the target"),
+        "val_fraction": Key(
+            number(0.0, 1.0, hi_open=True),
+            0.1,
+            "share of the training set held out for validation",
+            (SPLIT, only_with("data.val_size", 0, where="when val_size = 0")),
+        ),
+        "val_size": Key(integer(0), 0, "a fixed number of validation samples instead (0: use val_fraction)", (SPLIT,)),
+        "synthetic_samples": Key(
+            integer(10, 10**7),
+            12000,
+            "synthetic: training + validation samples",
+            (_not_text("whose --dataset synthetic is a generated text"),),
+        ),
+        "image_size": Key(
+            integer(8, 4096),
+            64,
+            "image_folder: images are resized to image_size x image_size",
+            _dataset("image_folder"),
+        ),
+        "augment": Key(
+            boolean,
+            False,
+            "images: random crop (4-pixel padding) and horizontal flip, on the device",
+            (only_with("data.dataset", *IMAGE_DATASETS, where="to image datasets"),),
+        ),
+        "in_memory": Key(
+            boolean,
+            True,
+            "image_folder: decode every image once, hold them as uint8 in memory",
+            _dataset("image_folder"),
+        ),
+        "text_file": Key(file_name, "input.txt", "text: a UTF-8 file in --data-dir", _dataset("text")),
+        "block_size": Key(integer(1, 65536), 256, "text: characters of context", _dataset("text")),
+        "samples_per_epoch": Key(integer(1), 32000, "text: random windows that make an epoch", _dataset("text")),
+        "csv_file": Key(file_name, "data.csv", "csv: a file with a header row, in --data-dir", _dataset("csv")),
+        "target": Key(
+            column_name,
+            "target",
+            "csv: the column to predict; the other columns are the features",
+            _dataset("csv"),
+        ),
+        "task": Key(
+            choice("classification", "regression"),
+            "classification",
+            'csv: "classification" | "regression"',
+            _dataset("csv"),
+        ),
+        "input_shape": Key(
+            int_list(1, 1, 4, hi=65536), [3, 32, 32], "custom: the shape of one input", _dataset("custom")
+        ),
+        "num_classes": Key(integer(1, 10**6), 10, "custom: classes of the target", _dataset("custom")),
     },
 }
 
@@ -246,7 +331,8 @@ def flags(values: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def _dependencies(data: dict[str, Any], task: str) -> list[str]:
     """The emitted pyproject.toml's dependencies: what its code imports."""
-    extra = {"cifar10": ["numpy>=1.24"]}.get(data["dataset"], [])
+    # csv: pyarrow parses the file into arrays of numbers (16: the first to work with numpy 2)
+    extra = {"cifar10": ["numpy>=1.24"], "csv": ["numpy>=1.24", "pyarrow>=16"]}.get(data["dataset"], [])
     extra += ["pillow>=10"] if task == "image" else []  # image_folder reads images; predict.py reads any image file
     return ["torch>=2.9", "tensorboard>=2.14", "tqdm>=4.64", *extra]
 
@@ -294,7 +380,8 @@ def fields(f: dict[str, Any]) -> list[Field]:
     out = [Field("dataset", f'"{f["dataset"]}"', "str", check, expected, comment=comment, position="data.dataset")]
     if f["real_data"]:
         where = "datasets are read (and downloaded) here"
-        out.append(Field("data_dir", '"data"', "str", comment=where, position="data.dataset"))
+        check, expected = "is_folder_path({v})", "a folder, or a path to make one at (no file there or on the way)"
+        out.append(Field("data_dir", '"data"', "str", check, expected, comment=where, position="data.dataset"))
     return out
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ltgen.checks import METRIC, MODE, Key, integer
+from ltgen.checks import METRIC, MODE, Applies, Key, integer
 from ltgen.features.validation import needs_validation
 from ltgen.unit import Entry, Field, plain
 
+RANKING = (Applies(("checkpoint.save_top_k",), lambda k: k != 0, "when save_top_k != 0 ranks checkpoints"),)
 KEYS: dict[str, dict[str, Key]] = {
     "checkpoint": {
-        "monitor": Key(METRIC, "val_loss", "the metric that ranks checkpoints"),
-        "mode": Key(MODE, "min", "min: lower is better; max: higher is better"),
+        "monitor": Key(METRIC, "val_loss", "the metric that ranks checkpoints", RANKING),
+        "mode": Key(MODE, "min", "min: lower is better; max: higher is better", RANKING),
         "save_top_k": Key(integer(0, also=(-1,)), 1, "keep the k best by monitor; 0: none; -1: all"),
     }
 }

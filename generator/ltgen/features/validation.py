@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from ltgen.checks import Key, batch_limit, integer
+from ltgen.checks import Applies, Key, batch_limit, integer
 from ltgen.unit import LIMIT, Field
+
+VALIDATING = (Applies(("trainer.limit_val_batches",), lambda limit: limit != 0, "when validation runs"),)
 
 KEYS: dict[str, dict[str, Key]] = {
     "trainer": {
         "limit_val_batches": Key(batch_limit(zero_ok=True), 1.0, "0: no validation"),
         "val_check_interval": Key(
-            batch_limit(), 1.0, "validate every fraction of an epoch (float) or every N batches (int)"
+            batch_limit(), 1.0, "validate every fraction of an epoch (float) or every N batches (int)", VALIDATING
         ),
-        "check_val_every_n_epoch": Key(integer(1), 1, "validate in every Nth epoch only"),
+        "check_val_every_n_epoch": Key(integer(1), 1, "validate in every Nth epoch only", VALIDATING),
         "num_sanity_val_steps": Key(
-            integer(0, also=(-1,)), 2, "validation batches run before training, to fail fast; -1: all"
+            integer(0, also=(-1,)),
+            2,
+            "validation batches run before training, to fail fast; -1: all",
+            VALIDATING,
         ),
     }
 }
