@@ -86,7 +86,7 @@ def test_write_output_refuses_a_named_pipe_or_a_folder_and_leaves_it_as_it_was(
     for path, what in ((pipe, "not a regular file"), (folder, "a folder")):
         written = []
         with pytest.raises(SystemExit) as stopped:
-            flags.write_output(path, lambda file: written.append(file.write("a,b\n")))
+            flags.write_output(path, lambda file, written=written: written.append(file.write("a,b\n")))
         assert stopped.value.code == 2 and not written
         assert capsys.readouterr().err.strip().splitlines()[-1] == f"--output {path} is {what}; name a file"
     assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
