@@ -93,9 +93,7 @@ def test_write_output_refuses_a_named_pipe_or_a_folder_and_leaves_it_as_it_was(
     assert snapshot(tmp_path) == {"folder.csv": "folder", "folder.csv/kept.txt": b"kept\n", "pipe.csv": "other"}
 
 
-def test_write_output_through_a_link_writes_the_file_it_points_to_and_keeps_the_link(
-    flags, tmp_path: Path
-) -> None:
+def test_write_output_through_a_link_writes_the_file_it_points_to_and_keeps_the_link(flags, tmp_path: Path) -> None:
     target, link = tmp_path / "real.csv", tmp_path / "link.csv"
     target.write_text("old\n")
     link.symlink_to(target)
@@ -138,9 +136,7 @@ def test_write_output_leaves_no_temporary_when_write_exits(flags, tmp_path: Path
 
 def read_one_line(project: Path, *args: str) -> tuple[bytes, bytes, int]:
     """Run `python ARGS` in project into a pipe that is closed after its first line: (that line, stderr, status)."""
-    process = subprocess.Popen(
-        [sys.executable, *args], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    process = subprocess.Popen([sys.executable, *args], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         first = process.stdout.readline()
         process.stdout.close()  # as `| head -1` does

@@ -47,7 +47,10 @@ def units(f: dict[str, Any]) -> dict[str, bool]:
 
 def fields(f: dict[str, Any]) -> list[Field]:
     names = ["lr_g", "lr_d"] if f["several_models"] else ["lr"]
-    return [Field(name, f"optim.{name}", "float", f"0 < {{v}} <= {MAX_LR:g}", f"a number > 0 and <= {MAX_LR:g}") for name in names]
+    return [
+        Field(name, f"optim.{name}", "float", f"0 < {{v}} <= {MAX_LR:g}", f"a number > 0 and <= {MAX_LR:g}")
+        for name in names
+    ]
 
 
 def state(f: dict[str, Any]) -> list[Entry]:
