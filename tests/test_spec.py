@@ -60,7 +60,7 @@ arch = "mlp"
         ("[model]\nchannels = [8, 8, 8, 8, 8]", "model.channels: expected a list of 1 to 4 integers >= 1"),
         ("[model]\ndropout = 1.0", "model.dropout: expected a number >= 0.0 and < 1.0, got 1.0"),
         ('[data]\nbatch_size = "64"', 'data.batch_size: expected an integer >= 1, got "64"'),
-        ("[optim]\nlr = true", "optim.lr: expected a number > 0.0, got true"),
+        ("[optim]\nlr = true", "optim.lr: expected a number > 0.0 and <= 10000.0, got true"),
         (
             '[optim]\nscheduler = "cosin"',
             'optim.scheduler: expected one of "none", "cosine", "step", "plateau", got "cosin" (did you mean "cosine"?)',
