@@ -145,8 +145,9 @@ def num_batches(limit: float, available: int, flag: str) -> int:
         fail(f"The {split} set holds no samples: check its files, or the share of the data it gets")
     count = min(limit, available) if isinstance(limit, int) else int(limit * available)
     if count == 0:
-        fewest = f": use at least {math.ceil(1e4 / available) / 1e4}" if available else ""
-        fail(f"--{flag} {limit} selects none of the {available} batches{fewest}")
+        fail(
+            f"--{flag} {limit} selects none of the {available} batches: use at least {math.ceil(1e4 / available) / 1e4}"
+        )
     return count
 
 
