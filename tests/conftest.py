@@ -55,6 +55,13 @@ def run_python(
     )
 
 
+def run_dir(out_dir: Path) -> Path:
+    """The one run folder in out_dir (train.py writes only in OUT_DIR/RUN/); fails unless there is exactly one."""
+    runs = sorted(path for path in out_dir.iterdir() if path.is_dir())
+    assert len(runs) == 1, f"expected one run folder in {out_dir}, found {[path.name for path in runs]}"
+    return runs[0]
+
+
 def assert_identical(actual: Any, expected: Any, where: str = "checkpoint") -> None:
     """Every tensor torch.equal, every other value ==, recursively."""
     if isinstance(expected, torch.Tensor):

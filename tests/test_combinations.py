@@ -34,7 +34,7 @@ import torch
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from combinations import Assignment, Pair, Space
-from conftest import assert_identical, make_project, run_python, spec_text
+from conftest import assert_identical, make_project, run_dir, run_python, spec_text
 from ltgen import spec
 
 HOOKS = ["on_fit_start", "on_train_epoch_end", "on_validation_epoch_end", "on_save_checkpoint", "on_load_checkpoint"]
@@ -92,7 +92,11 @@ FACTORS: dict[str, dict[str, dict[str, Any]]] = {
     "val_check_interval": {"1.0": {"trainer.val_check_interval": 1.0}, "0.5": {"trainer.val_check_interval": 0.5}},
     "save_top_k": {k: {"checkpoint.save_top_k": int(k)} for k in ("0", "1", "-1")},
     "nonfinite_loss": {mode: {"trainer.nonfinite_loss": mode} for mode in ("stop", "skip", "off")},
-    "tensorboard": {"on": {"logging.tensorboard": True}, "off": {"logging.tensorboard": False}},
+    "loggers": {
+        "tensorboard+csv": {"logging.tensorboard": True, "logging.csv": True},
+        "csv": {"logging.tensorboard": False, "logging.csv": True},
+        "none": {"logging.tensorboard": False, "logging.csv": False},
+    },
     "hooks": {"none": {"hooks.emit": []}, "some": {"hooks.emit": HOOKS}},
 }
 
@@ -305,9 +309,10 @@ def output(result: subprocess.CompletedProcess) -> str:
 
 
 def train_state(out: Path, sharded: bool) -> dict:
-    """The final `last` checkpoint (sharded: its train_state.pt), less the one setting that differs between runs."""
+    """The final `last` checkpoint of the one run in out (sharded: its train_state.pt), less the one setting that
+    differs between runs."""
     state = torch.load(
-        out / ("checkpoints/last/train_state.pt" if sharded else "checkpoints/last.pt"), weights_only=True
+        run_dir(out) / ("checkpoints/last/train_state.pt" if sharded else "checkpoints/last.pt"), weights_only=True
     )
     state["config"].pop("out_dir")
     return state
@@ -318,12 +323,13 @@ def shards(out: Path) -> dict:
     target = out / "consolidated.pt"
     with warnings.catch_warnings():  # "torch.distributed is disabled ... assuming a single process": indeed
         warnings.simplefilter("ignore")
-        dcp_to_torch_save(out / "checkpoints/last", target)
+        dcp_to_torch_save(run_dir(out) / "checkpoints/last", target)
     return torch.load(target, weights_only=False)
 
 
 def checkpoint_names(out: Path) -> list[str]:
-    return sorted(path.name for path in (out / "checkpoints").iterdir())
+    """The checkpoint files of the one run in out."""
+    return sorted(path.name for path in (run_dir(out) / "checkpoints").iterdir())
 
 
 @pytest.mark.parametrize(

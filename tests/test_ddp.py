@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_project, run_python
+from conftest import make_project, run_dir, run_python
 
 # 1280 samples: 128 for validation and 1152 for training, which 64 and 2 x 16 x 2 both divide exactly.
 SPEC = {"data.dataset": "synthetic", "data.synthetic_samples": 1280, "model.dropout": 0.0, "cluster.gpus": 2}
@@ -26,7 +26,8 @@ def free_port() -> int:
 
 
 def final_state(out: Path) -> dict:
-    return torch.load(out / "checkpoints/last.pt", weights_only=True)
+    """The last checkpoint of the one run in out."""
+    return torch.load(run_dir(out) / "checkpoints/last.pt", weights_only=True)
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +61,10 @@ def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(
     result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("Test: test_loss") == 1, "rank 0 alone prints"
-    assert len(list(out.glob("events.out.tfevents.*"))) == 2, "one writer (scalars + hparams), on rank 0"
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch=1-step=36.pt", "last.prev.pt", "last.pt"]
+    run = run_dir(out)
+    assert [path.name for path in out.iterdir()] == [run.name], "the ranks share one run folder"
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1, "one writer (scalars and hparams in one file), on rank 0"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch=1-step=36.pt", "last.prev.pt", "last.pt"]
     state = final_state(out)
     assert len(state["rng"]) == 2, "every rank's random state is saved"
     assert_same_weights(state, one_process)

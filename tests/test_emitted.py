@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_project, run_python
+from conftest import make_project, run_dir, run_python
 
 CPU = ("--device", "cpu", "--no-progress-bar")
 
@@ -47,17 +47,18 @@ def test_trains_logs_to_tensorboard_and_saves_a_safe_checkpoint(synthetic: Path,
     assert result.returncode == 0, result.stderr
     assert re.search(r"Test: test_loss \d\.\d{4}, test_acc \d\.\d{4}", result.stdout)
 
-    logged = scalars(out)
+    logged = scalars(run_dir(out))
     assert [step for step, _ in logged["train_loss"]] == [10, 20, 30, 40]
     assert [step for step, _ in logged["val_loss"]] == [20, 40]
     assert {"lr", "val_acc"} <= set(logged)
 
-    state = torch.load(out / "checkpoints/last.pt", weights_only=True)
+    checkpoints = run_dir(out) / "checkpoints"
+    state = torch.load(checkpoints / "last.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "epoch", "global_step", "top_k", "rng", "config"} <= set(state)
     assert (state["epoch"], state["global_step"]) == (2, 40)
     assert state["config"]["limit_train_batches"] == 20
     best = state["top_k"][0][1]
-    assert torch.load(out / "checkpoints" / best, weights_only=True)["global_step"] in (20, 40)
+    assert torch.load(checkpoints / best, weights_only=True)["global_step"] in (20, 40)
 
 
 def test_fast_dev_run_writes_nothing_and_cuda_without_a_gpu_is_a_clear_error(synthetic: Path, tmp_path: Path) -> None:
@@ -184,7 +185,7 @@ def test_uint8_images_normalized_per_batch_train_as_float_images_normalized_at_l
             project, "train.py", *CPU, "--max-epochs", "2", "--data-dir", str(data_dir), "--out-dir", str(out)
         )
         assert result.returncode == 0, result.stderr
-        finals[kind] = torch.load(out / "checkpoints/last.pt", weights_only=True)["model"]
+        finals[kind] = torch.load(run_dir(out) / "checkpoints/last.pt", weights_only=True)["model"]
     for name, tensor in finals["uint8"].items():
         torch.testing.assert_close(finals["float"][name], tensor, rtol=1e-4, atol=1e-5)
 
@@ -279,7 +280,7 @@ def test_early_stopping_respects_patience_and_min_epochs(tmp_path: Path) -> None
     assert "Early stopping: val_loss has not improved" in result.stdout
     # patience 2 runs out at the 3rd validation, but min_epochs 4 waits for the 4th epoch to complete
     assert len(re.findall(r"^step \d+: val_loss", result.stdout, flags=re.MULTILINE)) == 4
-    last = torch.load(tmp_path / "o/checkpoints/last.pt", weights_only=True)
+    last = torch.load(run_dir(tmp_path / "o") / "checkpoints/last.pt", weights_only=True)
     # 1080 training samples: 17 batches of 64; the last checkpoint is taken after the 4th epoch's end
     assert (last["epoch"], last["global_step"], last["batch_in_epoch"]) == (4, 4 * 17, 0)
 
@@ -291,8 +292,9 @@ def test_top_k_keeps_the_best_and_the_test_uses_it(tmp_path: Path) -> None:
     out = tmp_path / "o"
     result = run_python(project, "train.py", *CPU, "--max-epochs", "4", "--out-dir", str(out))
     assert result.returncode == 0, result.stderr
-    state = torch.load(out / "checkpoints/last.pt", weights_only=True)
-    kept = sorted(p.name for p in (out / "checkpoints").glob("epoch=*.pt"))
+    checkpoints = run_dir(out) / "checkpoints"
+    state = torch.load(checkpoints / "last.pt", weights_only=True)
+    kept = sorted(p.name for p in checkpoints.glob("epoch=*.pt"))
     assert len(kept) == 2 and sorted(name for _, name in state["top_k"]) == kept
     scores = [score for score, _ in state["top_k"]]
     assert scores == sorted(scores)
@@ -342,7 +344,7 @@ def test_gradient_accumulation_equals_the_larger_batch(tmp_path: Path) -> None:
             project, "train.py", *CPU, "--max-epochs", "2", "--num-sanity-val-steps", "0", "--out-dir", str(out)
         )
         assert result.returncode == 0, result.stderr
-        finals.append(torch.load(out / "checkpoints/last.pt", weights_only=True))
+        finals.append(torch.load(run_dir(out) / "checkpoints/last.pt", weights_only=True))
     big, accumulated = finals
     assert big["global_step"] == accumulated["global_step"] == 2 * 18
     for name, tensor in big["model"].items():

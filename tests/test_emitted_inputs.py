@@ -19,7 +19,7 @@ from types import ModuleType
 import pytest
 import torch
 
-from conftest import make_project, run_python
+from conftest import make_project, run_dir, run_python
 from test_emitted import fake_mnist, idx
 
 CPU = ("--device", "cpu", "--no-progress-bar")
@@ -199,13 +199,14 @@ def test_resume_last_in_a_run_with_both_last_checkpoints_damaged_continues_from_
     args = ("train.py", *CPU, "--out-dir", str(tmp_path), "--num-sanity-val-steps", "0")
     first = run_python(synthetic, *args, "--max-epochs", "2")
     assert first.returncode == 0, first.stderr
-    folder = tmp_path / "checkpoints"
+    folder = run_dir(tmp_path) / "checkpoints"
     for name in ("last.pt", "last.prev.pt"):
         (folder / name).write_bytes((folder / name).read_bytes()[:100])
     resumed = run_python(synthetic, *args, "--max-epochs", "3", "--resume", "last")
     assert resumed.returncode == 0, resumed.stderr
     assert f"Resumed from {folder / 'epoch=1-step=18.pt'}" in resumed.stdout, resumed.stdout + resumed.stderr
     assert "starting fresh" not in resumed.stdout
+    assert run_dir(tmp_path) / "checkpoints" == folder, "the run went on in its own folder"
 
 
 @pytest.mark.parametrize("kind", ["pickle with code", "random bytes", "truncated"])

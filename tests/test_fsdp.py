@@ -23,7 +23,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-from conftest import assert_identical, make_project, run_python, spec_text
+from conftest import assert_identical, make_project, run_dir, run_python, spec_text
 from ltgen import spec
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -77,9 +77,11 @@ def output(result: subprocess.CompletedProcess) -> str:
 
 
 def consolidated(folder: Path, scratch: Path) -> dict:
-    """A checkpoint folder's whole model and optimizer state, joined from every rank's shards in this process."""
+    """A checkpoint folder (OUT_DIR/RUN/checkpoints/NAME)'s whole model and optimizer state, joined from every rank's
+    shards in this process."""
     scratch.mkdir(parents=True, exist_ok=True)
-    target = scratch / f"{folder.parent.parent.name}-{folder.name}.pt"
+    out_dir, run = folder.parents[2].name, folder.parents[1].name
+    target = scratch / f"{out_dir}-{run}-{folder.name}.pt"
     with warnings.catch_warnings():  # "torch.distributed is disabled ... assuming ... a single process": indeed
         warnings.simplefilter("ignore")
         dcp_to_torch_save(folder, target)
@@ -94,10 +96,10 @@ def train_state(folder: Path) -> dict:
 
 
 def scalars(out: Path, tag: str) -> list[tuple[int, float]]:
-    """(step, value) of a TensorBoard scalar, read as TensorBoard reads the run folder."""
+    """(step, value) of a TensorBoard scalar, read as TensorBoard reads the folder of out's one run."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run = EventAccumulator(str(out))
+    run = EventAccumulator(str(run_dir(out)))
     run.Reload()
     return [(event.step, event.value) for event in run.Scalars(tag)]
 
@@ -129,7 +131,7 @@ def test_gpt_trains_on_two_ranks_and_writes_a_folder_of_shards(
     result, out = gpt_run
     assert result.returncode == 0, output(result)
     assert result.stdout.count("Test: test_loss") == 1, "rank 0 alone prints"
-    checkpoints = out / "checkpoints"
+    checkpoints = run_dir(out) / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch=0-step=4", "last", "last.prev"]
     assert not list(checkpoints.rglob("*.tmp")), "every folder was renamed into place"
     for folder in checkpoints.iterdir():
@@ -181,9 +183,10 @@ def test_fsdp_and_ddp_log_the_same_losses_and_end_with_the_same_weights_and_opti
         assert len(fsdp_values) == (10 if tag == "train_loss" else 2)
         torch.testing.assert_close([v for _, v in fsdp_values], [v for _, v in ddp_values], rtol=1e-4, atol=1e-6)
 
-    expected = torch.load(tmp_path / "ddp/checkpoints/last.pt", weights_only=True)
-    actual = consolidated(mlp_run / "checkpoints/last", tmp_path)
-    assert train_state(mlp_run / "checkpoints/last")["global_step"] == expected["global_step"] == 10
+    expected = torch.load(run_dir(tmp_path / "ddp") / "checkpoints/last.pt", weights_only=True)
+    fsdp_last = run_dir(mlp_run) / "checkpoints/last"
+    actual = consolidated(fsdp_last, tmp_path)
+    assert train_state(fsdp_last)["global_step"] == expected["global_step"] == 10
     assert set(actual["model"]) == set(expected["model"])
     for name, tensor in expected["model"].items():
         torch.testing.assert_close(actual["model"][name], tensor, rtol=1e-4, atol=1e-6, msg=name)
@@ -246,9 +249,10 @@ def uninterrupted(resumable: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     out = tmp_path_factory.mktemp("uninterrupted")
     result = torchrun(resumable, out, *RESUME_ARGS)
     assert result.returncode == 0, output(result)
-    state = train_state(out / "checkpoints/last")
+    last = run_dir(out) / "checkpoints/last"
+    state = train_state(last)
     assert state["global_step"] == 12 and len(state["rng"]) == 2
-    return state, consolidated(out / "checkpoints/last", tmp_path_factory.mktemp("consolidated")), out
+    return state, consolidated(last, tmp_path_factory.mktemp("consolidated")), out
 
 
 @pytest.mark.parametrize(
@@ -269,16 +273,18 @@ def test_killed_fsdp_run_resumes_to_the_same_model_and_optimizer_bit_for_bit(
     assert killed.returncode != 0, "it was meant to be killed"
     assert "Signal 9 (SIGKILL)" in killed.stderr, output(killed)
     assert "Test: test_loss" not in killed.stdout
+    checkpoints = run_dir(out) / "checkpoints"
     if "KILL_AFTER_SHARDS" in kill:
-        assert (out / "checkpoints/last.tmp/__1_0.distcp").exists(), "the half-saved folder is there"
+        assert (checkpoints / "last.tmp/__1_0.distcp").exists(), "the half-saved folder is there"
 
     resumed = torchrun(resumable, out, *RESUME_ARGS, "--resume", "last")
     assert resumed.returncode == 0, output(resumed)
-    assert re.search(rf"Resumed from \S+/checkpoints/last at epoch 1, step {resumed_at}\n", resumed.stdout)
-    assert not list((out / "checkpoints").glob("*.tmp")), "the half-saved folder is removed at start"
+    assert f"Resumed from {checkpoints / 'last'} at epoch 1, step {resumed_at}\n" in resumed.stdout, output(resumed)
+    assert run_dir(out) / "checkpoints" == checkpoints, "the run went on in its own folder"
+    assert not list(checkpoints.glob("*.tmp")), "the half-saved folder is removed at start"
     state, weights, _ = uninterrupted
-    assert_identical(train_state(out / "checkpoints/last"), state, "train_state.pt")
-    assert_identical(consolidated(out / "checkpoints/last", tmp_path / "consolidated"), weights, "shards")
+    assert_identical(train_state(checkpoints / "last"), state, "train_state.pt")
+    assert_identical(consolidated(checkpoints / "last", tmp_path / "consolidated"), weights, "shards")
 
 
 def test_a_damaged_shard_in_last_falls_back_to_the_previous_checkpoint(
@@ -289,14 +295,16 @@ def test_a_damaged_shard_in_last_falls_back_to_the_previous_checkpoint(
     state, weights, reference = uninterrupted
     out = tmp_path / "out"
     shutil.copytree(reference, out)
-    shard = out / "checkpoints/last/__1_0.distcp"
+    checkpoints = run_dir(out) / "checkpoints"
+    shard = checkpoints / "last/__1_0.distcp"
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     resumed = torchrun(resumable, out, *RESUME_ARGS, "--resume", "last")
     assert resumed.returncode == 0, output(resumed)
     assert re.search(r"warning: \S+/last is damaged .*; trying the one before it", resumed.stderr)
-    assert "Resumed from " + str(out / "checkpoints/last.prev") in resumed.stdout
-    assert_identical(train_state(out / "checkpoints/last"), state, "train_state.pt")
-    assert_identical(consolidated(out / "checkpoints/last", tmp_path / "consolidated"), weights, "shards")
+    assert "Resumed from " + str(checkpoints / "last.prev") in resumed.stdout
+    assert run_dir(out) / "checkpoints" == checkpoints, "the run went on in its own folder"
+    assert_identical(train_state(checkpoints / "last"), state, "train_state.pt")
+    assert_identical(consolidated(checkpoints / "last", tmp_path / "consolidated"), weights, "shards")
 
 
 # --- inference in one process from a checkpoint of 2 ranks ---
@@ -310,11 +318,12 @@ def test_sample_py_generates_text_from_the_two_rank_checkpoint_in_one_process(
     sample = ("sample.py", "--device", "cpu", "--max-new-tokens", "20", "--out-dir", str(out), "--prompt", "ab")
     result = run_python(gpt, *sample, env=ENV)
     assert result.returncode == 0, result.stderr
-    assert "Sampling from " + str(out / "checkpoints/epoch=0-step=4") in result.stderr, "the best one, by default"
+    checkpoints = run_dir(out) / "checkpoints"
+    assert "Sampling from " + str(checkpoints / "epoch=0-step=4") in result.stderr, "the best one, by default"
     text = result.stdout.rstrip("\n")
     assert text.startswith("ab") and len(text) == 2 + 20, text
 
-    explicit = run_python(gpt, *sample, "--checkpoint", str(out / "checkpoints/last"), env=ENV)
+    explicit = run_python(gpt, *sample, "--checkpoint", str(checkpoints / "last"), env=ENV)
     assert explicit.returncode == 0, explicit.stderr
     assert "(step 6)" in explicit.stderr
 
@@ -338,18 +347,19 @@ def test_predict_py_and_for_inference_load_the_two_rank_checkpoint_in_one_proces
 from pathlib import Path
 import torch
 import checkpoint
-state, path = checkpoint.for_inference(None, Path({str(mlp_run / "checkpoints")!r}))
+state, path = checkpoint.for_inference(None, Path({str(mlp_run)!r}))
 print(path.name, state["global_step"])
 torch.save(state["model"], {str(tmp_path / "weights.pt")!r})
 """
     result = python_in(mlp, code)
     assert result.returncode == 0, result.stderr
-    best = train_state(mlp_run / "checkpoints/last")["top_k"][0][1]
+    checkpoints = run_dir(mlp_run) / "checkpoints"
+    best = train_state(checkpoints / "last")["top_k"][0][1]
     name, step = result.stdout.split()
     assert name == best and int(step) == int(best.split("step=")[1]), "the best checkpoint of the top-k list"
     weights = torch.load(tmp_path / "weights.pt", weights_only=True)
     assert all(not t.is_meta and t.device.type == "cpu" for t in weights.values())
-    assert_identical(weights, consolidated(mlp_run / "checkpoints" / best, tmp_path)["model"], "full weights")
+    assert_identical(weights, consolidated(checkpoints / best, tmp_path)["model"], "full weights")
 
 
 # --- a single process ---
@@ -376,7 +386,8 @@ def test_plain_python_accumulates_gradients_in_the_fsdp_project(tmp_path: Path) 
     args = ("train.py", "--device", "cpu", "--max-steps", "3", "--limit-val-batches", "1", "--limit-test-batches", "1")
     result = run_python(project, *args, "--out-dir", str(tmp_path / "out"), env=ENV)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert torch.load(tmp_path / "out/checkpoints/last/train_state.pt", weights_only=True)["global_step"] == 3
+    last = run_dir(tmp_path / "out") / "checkpoints/last"
+    assert torch.load(last / "train_state.pt", weights_only=True)["global_step"] == 3
 
 
 # --- manual optimization under FSDP ---
@@ -394,9 +405,10 @@ def test_manual_optimization_under_fsdp_trains_exactly_as_the_automatic_loop(tmp
         out = tmp_path / f"out{manual}"
         result = torchrun(project, out, *args)
         assert result.returncode == 0, output(result)
-        state = torch.load(out / "checkpoints/last/train_state.pt", weights_only=True)
+        last = run_dir(out) / "checkpoints/last"
+        state = torch.load(last / "train_state.pt", weights_only=True)
         assert state["global_step"] == 3 and "optimizers" not in state and "optimizer" not in state
-        finals[manual] = consolidated(out / "checkpoints/last", tmp_path / "joined")
+        finals[manual] = consolidated(last, tmp_path / "joined")
     for name, weight in finals[False]["model"].items():
         assert torch.allclose(finals[True]["model"][name], weight, atol=1e-6), name
     automatic, manual_state = finals[False]["optimizer"]["state"], finals[True]["optimizer"]["state"]

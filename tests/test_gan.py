@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import assert_identical, make_project, run_python
+from conftest import assert_identical, make_project, run_dir, run_python
 from test_resume import CRASH_POINTS, final_state
 
 # 200 samples: 20 for validation and 180 for training, 12 batches of 16 an epoch (the last one 4).
@@ -44,8 +44,8 @@ CPU = ("train.py", "--device", "cpu")
 
 
 def scalars(out: Path, tag: str) -> list[tuple[int, float]]:
-    """(step, value) of every event logged under `tag` in out's TensorBoard files."""
-    events = EventAccumulator(str(out), size_guidance={"scalars": 0, "images": 0})
+    """(step, value) of every event logged under `tag` in the TensorBoard files of out's one run."""
+    events = EventAccumulator(str(run_dir(out)), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
     return [(event.step, event.value) for event in events.Scalars(tag)]
 
@@ -132,21 +132,23 @@ def test_gan_training_logs_finite_losses_and_sample_grids_that_change(trained: P
         assert [step for step, _ in scalars(trained, tag)] == [6, 12], tag
     assert all(0 < value < 1 for _, value in scalars(trained, "val_d_real") + scalars(trained, "val_d_fake"))
 
-    assert sorted(p.name for p in (trained / "samples").iterdir()) == ["step=12.png", "step=6.png"]
-    first, second = (Image.open(trained / "samples" / name) for name in ("step=6.png", "step=12.png"))
+    run = run_dir(trained)
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step=12.png", "step=6.png"]
+    first, second = (Image.open(run / "samples" / name) for name in ("step=6.png", "step=12.png"))
     assert first.mode == "L" and first.size == (8 * 30 + 2, 8 * 30 + 2), "64 images of 28x28, 2-pixel gaps, 8x8"
     changed = numpy.asarray(first) != numpy.asarray(second)
     assert changed.mean() > 0.2, "the generator learned something between the two validations"
 
-    events = EventAccumulator(str(trained), size_guidance={"images": 0})
+    events = EventAccumulator(str(run), size_guidance={"images": 0})
     events.Reload()
     assert "samples" in events.Tags()["images"]
     assert [image.step for image in events.Images("samples")] == [6, 12]
 
 
 def test_gan_checkpoint_holds_both_models_both_optimizers_and_the_fixed_latent(trained: Path) -> None:
-    assert sorted(p.name for p in (trained / "checkpoints").iterdir()) == ["last.prev.pt", "last.pt"]
-    state = torch.load(trained / "checkpoints/last.pt", weights_only=True)
+    checkpoints = run_dir(trained) / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.prev.pt", "last.pt"]
+    state = torch.load(checkpoints / "last.pt", weights_only=True)
     assert {"model", "optimizers", "fixed_latent", "rng", "epoch", "global_step", "batch_in_epoch", "config",
             "data_info"} <= set(state)  # fmt: skip
     assert "scalers" not in state, "no gradient scaler at precision 32"
@@ -267,18 +269,20 @@ def test_killed_gan_run_resumes_bit_for_bit_like_an_uninterrupted_one(
 ) -> None:
     crashed = run_python(resumable, *RESUME_RUN, "--out-dir", str(tmp_path), env={"CRASH_AT_TRAINING_STEP": crash_at})
     assert crashed.returncode == -9, f"it was meant to be killed {where}: {crashed.stderr[-2000:]}"
-    before = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
+    last = run_dir(tmp_path) / "checkpoints/last.pt"
+    before = torch.load(last, weights_only=True)
     assert before["global_step"] == int(crash_at) - 1, "a checkpoint from right before the kill"
 
     resumed = run_python(resumable, *RESUME_RUN, "--out-dir", str(tmp_path), "--resume", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"Resumed from {tmp_path / 'checkpoints/last.pt'} at epoch" in resumed.stdout
+    assert f"Resumed from {last} at epoch" in resumed.stdout
 
     expected, actual = final_state(uninterrupted), final_state(tmp_path)
     assert expected["global_step"] == RESUME_STEPS
     assert_identical(actual, expected)  # both models, both Adams, fixed_latent, random states, counters
     for name in ("step=12.png", "step=24.png"):
-        assert (tmp_path / "samples" / name).read_bytes() == (uninterrupted / "samples" / name).read_bytes(), name
+        resumed_grid, expected_grid = (run_dir(out) / "samples" / name for out in (tmp_path, uninterrupted))
+        assert resumed_grid.read_bytes() == expected_grid.read_bytes(), name
     for tag in ("loss_d", "loss_g"):  # the killed run's steps after its checkpoint are purged from TensorBoard
         assert scalars(tmp_path, tag) == scalars(uninterrupted, tag), tag
 
@@ -317,7 +321,7 @@ def test_manual_optimization_trains_exactly_as_the_automatic_loop(tmp_path: Path
         out = str(tmp_path / f"{name}_out")
         result = run_python(project, *CPU, "--max-epochs", "2", "--out-dir", out, env={"MKL_NUM_THREADS": "1"})
         assert result.returncode == 0, f"{name}: {result.stderr[-3000:]}"
-        states[name] = torch.load(tmp_path / f"{name}_out/checkpoints/last.pt", weights_only=True)
+        states[name] = torch.load(run_dir(Path(out)) / "checkpoints/last.pt", weights_only=True)
     manual, automatic = states["manual"], states["automatic"]
 
     assert "optimizers" in manual and "schedulers" in manual and "optimizer" not in manual
@@ -367,14 +371,14 @@ def test_gan_trains_under_torchrun_with_two_gloo_ranks_that_stay_in_step(tmp_pat
         logged = scalars(out, tag)
         assert [step for step, _ in logged] == list(range(1, 9)), tag
         assert all(math.isfinite(value) for _, value in logged), tag
-    assert sorted(p.name for p in (out / "samples").iterdir()) == ["step=4.png", "step=8.png"]
+    assert sorted(p.name for p in (run_dir(out) / "samples").iterdir()) == ["step=4.png", "step=8.png"]
 
     ranks = [torch.load(tmp_path / "out" / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
     parameters = [name for name, _ in load_module(project / "model.py", "ddp_model").build_model(
         {"input_shape": [1, 28, 28]}, torch.device("cpu")).named_parameters()]  # fmt: skip
     for name in parameters:  # DDP all-reduces the gradients, so every rank takes the same steps
         assert torch.equal(ranks[0][name], ranks[1][name]), f"{name} differs between the ranks"
-    state = torch.load(out / "checkpoints/last.pt", weights_only=True)
+    state = torch.load(run_dir(out) / "checkpoints/last.pt", weights_only=True)
     assert state["global_step"] == 8 and len(state["rng"]) == 2, "every rank's random state is saved"
     assert_identical(state["model"], ranks[0], "rank 0's checkpoint")
 
@@ -389,9 +393,9 @@ def test_a_cifar10_gan_in_16_mixed_generates_colour_images_and_saves_both_loss_s
     result = run_python(project, *CPU, *args, "--out-dir", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "16-mixed precision needs a GPU" in result.stdout + result.stderr
-    with Image.open(out / "samples/step=3.png") as grid:
+    with Image.open(run_dir(out) / "samples/step=3.png") as grid:
         assert grid.mode == "RGB" and grid.size == (8 * 34 + 2, 8 * 34 + 2)  # 64 images of 32 px, 2 px apart
-    state = torch.load(out / "checkpoints/last.pt", weights_only=True)
+    state = torch.load(run_dir(out) / "checkpoints/last.pt", weights_only=True)
     assert set(state["scalers"]) == {"generator", "discriminator"}
     made = run_python(project, "predict.py", "--count", "2", "--output", str(tmp_path / "gen"), "--out-dir", str(out))
     assert made.returncode == 0, made.stderr[-3000:]

@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_project, run_python
+from conftest import make_project, run_dir, run_python
 
 CPU = ("--device", "cpu", "--no-progress-bar")
+TRAINED = "trained"  # the run name of the fixture `trained`
 TINY_GPT = {"model.arch": "gpt", "model.n_layer": 1, "model.n_head": 1, "model.n_embd": 8, "data.block_size": 8}
 SPECS = {
     "image": {"data.dataset": "synthetic", "data.synthetic_samples": 60, "data.batch_size": 32},
@@ -81,7 +82,8 @@ def on_a_full_disk(project: Path, *args: str, limit: int) -> subprocess.Complete
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
-    """Every project of SPECS, trained for an epoch (all at once): name -> (project, its --out-dir)."""
+    """Every project of SPECS, trained for an epoch (all at once) as the run TRAINED: name -> (project, its
+    --out-dir)."""
     root = tmp_path_factory.mktemp("hostile")
     (root / "text-data").mkdir()
     (root / "text-data/input.txt").write_text(TEXT, encoding="utf-8")
@@ -93,7 +95,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, P
     runs = {}
     for name, spec in SPECS.items():
         project, out = make_project(root / name, spec), root / f"{name}-out"
-        command = [sys.executable, "train.py", *CPU, "--max-epochs", "1", "--out-dir", str(out), *extra.get(name, ())]
+        command = [sys.executable, "train.py", *CPU, "--max-epochs", "1", "--out-dir", str(out), "--run-name", TRAINED]
+        command += extra.get(name, ())
         runs[name] = (project, out), subprocess.Popen(
             command, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
@@ -105,7 +108,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, P
 
 def checkpoint_of(trained: dict, name: str) -> Path:
     """last.pt, or else the top-k checkpoint."""
-    return max((trained[name][1] / "checkpoints").glob("*.pt"))
+    return max((trained[name][1] / TRAINED / "checkpoints").glob("*.pt"))
 
 
 # 1. --save-top-k 0 as a flag.
@@ -116,8 +119,9 @@ def test_save_top_k_0_as_a_flag_keeps_no_best_checkpoint_and_trains_on(trained: 
     args = ("--max-epochs", "2", "--limit-train-batches", "1", "--save-top-k", "0", "--out-dir", str(tmp_path))
     result = run_python(trained["image"][0], "train.py", *CPU, *args)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.prev.pt", "last.pt"]
-    assert torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)["top_k"] == []
+    checkpoints = run_dir(tmp_path) / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.prev.pt", "last.pt"]
+    assert torch.load(checkpoints / "last.pt", weights_only=True)["top_k"] == []
 
 
 # 2. Paths that name the wrong kind of thing, refused before any work.
@@ -324,7 +328,7 @@ def test_sample_py_streams_each_character_as_it_is_drawn(trained: dict) -> None:
 def test_sample_py_without_prompt_starts_from_a_character_the_model_saw(trained: dict) -> None:
     """The text has no newline, so the default prompt is its first character; the byte order mark is not one."""
     project, out = trained["text"]
-    vocab = torch.load(out / "checkpoints/last.pt", weights_only=True)["data_info"]["vocab"]
+    vocab = torch.load(out / TRAINED / "checkpoints/last.pt", weights_only=True)["data_info"]["vocab"]
     assert vocab == "".join(sorted(set(TEXT[1:])))  # no "\ufeff"
     result = run_python(project, "sample.py", "--out-dir", str(out), "--device", "cpu", "--max-new-tokens", "5")
     assert result.returncode == 0, result.stderr
@@ -374,7 +378,7 @@ def test_a_signal_during_a_blocking_read_ends_the_run_at_once(trained: dict, tmp
         process.kill()
     assert process.returncode == -getattr(signal, name), stderr
     assert "Traceback" not in stderr
-    assert not list((tmp_path / "out/checkpoints").iterdir())
+    assert not list((run_dir(tmp_path / "out") / "checkpoints").iterdir())
 
 
 # 8. Integer flags that are in range yet crashed.

@@ -24,7 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_project, run_python
+from conftest import make_project, run_dir, run_python
 from test_emitted import fake_mnist, idx
 from test_emitted_inputs import import_from
 from test_hostile_image import FOLDER, refused, snapshot
@@ -59,7 +59,7 @@ def trained(classify: Path, root: Path) -> tuple[Path, Path]:
     out = root / "old"
     result = run_python(classify, "train.py", *CPU, *TWO_STEPS, "--data-dir", str(data), "--out-dir", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (out / "checkpoints/epoch=0-step=2.pt").is_file()
+    assert (run_dir(out) / "checkpoints/epoch=0-step=2.pt").is_file()
     return data, out
 
 
@@ -197,7 +197,7 @@ def test_a_monitor_that_names_no_metric_is_one_line_at_the_first_validation(
         f"{setting} 'val_los' is not a metric validation_step returns (val_loss, val_acc): fix it in ltgen.toml "
         "(then ltgen regen), or return it",
     )
-    assert not list((tmp_path / "out/checkpoints").glob("*.tmp"))
+    assert not list((run_dir(tmp_path / "out") / "checkpoints").glob("*.tmp"))
 
 
 # 5. A run resumed into another --out-dir, its best checkpoint left in the first.
@@ -209,7 +209,7 @@ def test_resumed_into_another_out_dir_the_test_runs_without_the_best_checkpoint_
     data, old = trained
     before = snapshot(old)
     # The old best stays the best (a loss of 0 is not beaten), so epoch 1 adds none to the new --out-dir.
-    state = torch.load(old / "checkpoints/last.pt", weights_only=True)
+    state = torch.load(run_dir(old) / "checkpoints/last.pt", weights_only=True)
     assert [name for _, name in state["top_k"]] == ["epoch=0-step=2.pt"]
     state["top_k"] = [(0.0, "epoch=0-step=2.pt")]
     resume = tmp_path / "last.pt"
@@ -219,12 +219,13 @@ def test_resumed_into_another_out_dir_the_test_runs_without_the_best_checkpoint_
     result = run_python(classify, "train.py", *CPU, *TWO_STEPS, *args, "--max-epochs", "2", timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr[-3000:]
     no_traceback(result)
-    best = new / "checkpoints/epoch=0-step=2.pt"
+    checkpoints = run_dir(new) / "checkpoints"  # a checkpoint from elsewhere starts a run of its own
+    best = checkpoints / "epoch=0-step=2.pt"
     assert result.stderr.strip().splitlines()[-1] == (
         f"warning: the best checkpoint {best} is not there: testing the weights training ended with"
     )
     assert result.stdout.strip().splitlines()[-1].startswith("Test: test_loss ")
-    assert torch.load(new / "checkpoints/last.pt", weights_only=True)["global_step"] == 4
+    assert torch.load(checkpoints / "last.pt", weights_only=True)["global_step"] == 4
     assert snapshot(old) == before
 
 
@@ -241,7 +242,7 @@ def test_an_out_dir_that_cannot_be_created_is_one_line(classify: Path, trained: 
     assert result.returncode == 2 and result.stdout == "", result.stderr[-3000:]
     no_traceback(result)
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"--out-dir {out}: cannot create {out / 'checkpoints'} (")
+    assert last.startswith(f"--out-dir: cannot create {out} (")
     assert last.endswith("); choose a folder you can write to")
     assert not out.exists()
 

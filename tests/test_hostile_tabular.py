@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_project, run_python
+from conftest import make_project, run_dir, run_python
 
 CPU = ("--device", "cpu", "--no-progress-bar")
 CSV = {"data.dataset": "csv", "model.arch": "mlp", "data.synthetic_samples": 200, "data.batch_size": 32}
@@ -66,7 +66,8 @@ def train(project: Path, data: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def data_info(out: Path) -> dict:
-    return torch.load(out / "checkpoints" / "last.pt", weights_only=True)["data_info"]
+    """data_info of the last checkpoint of the one run in out."""
+    return torch.load(run_dir(out) / "checkpoints" / "last.pt", weights_only=True)["data_info"]
 
 
 def test_a_continuous_target_is_refused_with_the_regression_hint(classify: Path, tmp_path: Path) -> None:

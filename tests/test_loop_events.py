@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_project, rendered, run_python, spec_text
+from conftest import make_project, rendered, run_dir, run_python, spec_text
 from ltgen.spec import SpecError, parse
 from test_resume import add_crash_points
 
@@ -28,11 +28,11 @@ BATCHES = 17
 
 
 def curves(out_dir: Path) -> dict[str, list[int]]:
-    """The steps of every scalar, as TensorBoard shows them: the event files of out_dir read as one run, in order,
-    so that a resumed writer's purge_step drops what the killed run logged after its checkpoint."""
+    """The steps of every scalar, as TensorBoard shows them: the event files of out_dir's one run folder read as
+    one run, in order, so that a resumed writer's purge_step drops what the killed run logged after its checkpoint."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run = EventAccumulator(str(out_dir))
+    run = EventAccumulator(str(run_dir(out_dir)))
     run.Reload()
     return {tag: [event.step for event in run.Scalars(tag)] for tag in run.Tags()["scalars"]}
 
@@ -69,7 +69,7 @@ def test_a_skipped_step_on_the_last_batch_still_validates_the_epoch(tmp_path: Pa
     assert result.returncode == 0, result.stderr
     assert "Skipped step 16: non-finite gradients (epoch 0, batch 16)" in result.stdout
     assert validations(result.stdout) == [16, 33]  # epoch 0 validated although its last step was skipped
-    last = torch.load(tmp_path / "o/checkpoints/last.pt", weights_only=True)
+    last = torch.load(run_dir(tmp_path / "o") / "checkpoints/last.pt", weights_only=True)
     assert (last["epoch"], last["global_step"], last["batch_in_epoch"]) == (2, 33, 0)
 
 
@@ -83,7 +83,7 @@ def test_a_signal_on_an_epochs_last_batch_validates_that_epoch_exactly_once_acro
     out = tmp_path / "o"
     stopped = run_python(project, "train.py", *CPU, "--max-epochs", "2", "--out-dir", str(out), env={"SIGTERM_ME": "1"})
     assert stopped.returncode == 1 and "Stopped by a signal at step 17" in stopped.stderr
-    saved = torch.load(out / "checkpoints/last.pt", weights_only=True)
+    saved = torch.load(run_dir(out) / "checkpoints/last.pt", weights_only=True)
     assert (saved["epoch"], saved["global_step"], saved["batch_in_epoch"]) == (1, 17, 0)
 
     resumed = run_python(project, "train.py", *CPU, "--max-epochs", "2", "--out-dir", str(out), "--resume", "last")
@@ -132,7 +132,7 @@ def test_a_ddp_project_with_compile_and_accumulation_runs_as_one_plain_process(t
         env={"TORCH_COMPILE_DISABLE": "1"},
     )
     assert result.returncode == 0, result.stderr
-    assert torch.load(tmp_path / "o/checkpoints/last.pt", weights_only=True)["global_step"] == 2
+    assert torch.load(run_dir(tmp_path / "o") / "checkpoints/last.pt", weights_only=True)["global_step"] == 2
 
 
 def test_tf32_is_a_spec_choice() -> None:
@@ -149,7 +149,8 @@ def test_best_checkpoints_without_last_pt(tmp_path: Path) -> None:
     project = make_project(tmp_path / "nolast", {**SPEC, "checkpoint.save_last": False, "checkpoint.save_top_k": 1})
     result = run_python(project, "train.py", *CPU, "--max-epochs", "2", "--out-dir", str(tmp_path / "o"))
     assert result.returncode == 0, result.stderr
-    assert [p.name for p in (tmp_path / "o/checkpoints").iterdir()] in (["epoch=0-step=17.pt"], ["epoch=1-step=34.pt"])
+    checkpoints = run_dir(tmp_path / "o") / "checkpoints"
+    assert [p.name for p in checkpoints.iterdir()] in (["epoch=0-step=17.pt"], ["epoch=1-step=34.pt"])
 
 
 def test_overfit_batches_beyond_the_data_uses_all_batches_and_ends(tmp_path: Path) -> None:
@@ -160,7 +161,7 @@ def test_overfit_batches_beyond_the_data_uses_all_batches_and_ends(tmp_path: Pat
         project, "train.py", *CPU, "--max-epochs", "2", "--overfit-batches", "40", "--out-dir", str(out), timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert torch.load(out / "checkpoints/last.pt", weights_only=True)["global_step"] == 2 * BATCHES
+    assert torch.load(run_dir(out) / "checkpoints/last.pt", weights_only=True)["global_step"] == 2 * BATCHES
 
 
 def test_sanity_validation_of_all_batches_and_fast_dev_run_validating_on_an_off_epoch(tmp_path: Path) -> None:
@@ -211,6 +212,6 @@ def test_resuming_with_fewer_batches_finishes_the_interrupted_epoch(tmp_path: Pa
     assert killed.returncode == -signal.SIGKILL  # last.pt: epoch 1, batch 11
     resumed = run_python(project, "train.py", *args, "--resume", "last", "--limit-train-batches", "9")
     assert resumed.returncode == 0, resumed.stderr
-    last = torch.load(out / "checkpoints/last.pt", weights_only=True)
+    last = torch.load(run_dir(out) / "checkpoints/last.pt", weights_only=True)
     assert (last["epoch"], last["global_step"]) == (3, BATCHES + 11 + 9)
     assert last["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * 0.5**3)

@@ -19,7 +19,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import make_project, run_python, spec_text
+from conftest import make_project, run_dir, run_python, spec_text
 from ltgen.cli import app
 
 # 320 synthetic samples: 32 held out for validation (4 batches of 10), 288 for training: 29 batches of 10
@@ -102,7 +102,8 @@ def load(path: Path) -> dict:
 
 
 def last_state(out: Path) -> dict:
-    return load(out / "checkpoints/last.pt")
+    """last.pt of the one run in out."""
+    return load(run_dir(out) / "checkpoints/last.pt")
 
 
 def lr_of(state: dict) -> float:
@@ -110,7 +111,8 @@ def lr_of(state: dict) -> float:
 
 
 def top_k_files(out: Path) -> set[str]:
-    return {p.name for p in (out / "checkpoints").glob("epoch=*.pt")}
+    """The top-k checkpoints of the one run in out."""
+    return {p.name for p in (run_dir(out) / "checkpoints").glob("epoch=*.pt")}
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +163,7 @@ def test_resuming_a_run_already_past_its_limit_trains_nothing(
     resumed past its max_epochs or max_steps is done at once. It says so, exits 0, and leaves last.pt as it was."""
     out = tmp_path / "out"
     shutil.copytree(finished[0], out)
-    last = out / "checkpoints/last.pt"
+    last = run_dir(out) / "checkpoints/last.pt"
     before = (last.read_bytes(), last.stat().st_mtime_ns)
     result = train(base, f"--limit-train-batches 5 {limit} --resume last", out, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -441,7 +443,7 @@ def test_progress_in_a_log_file_is_plain_lines(finished: tuple[Path, subprocess.
 def test_last_checkpoint_is_written_once_at_the_end(finished: tuple[Path, subprocess.CompletedProcess]) -> None:
     """Lightning's ModelCheckpoint saves last.ckpt once per save point; the end of training is not a second one.
     So last.prev.pt (the save before the last) holds the end of epoch 0, not a copy of last.pt."""
-    checkpoints = finished[0] / "checkpoints"
+    checkpoints = run_dir(finished[0]) / "checkpoints"
     last, previous = checkpoints / "last.pt", checkpoints / "last.prev.pt"
     assert last.read_bytes() != previous.read_bytes()
     assert (load(previous)["global_step"], load(last)["global_step"]) == (5, 10)

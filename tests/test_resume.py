@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import assert_identical, make_project, run_python
+from conftest import assert_identical, make_project, run_dir, run_python
 
 SPEC = {
     "data.dataset": "synthetic",
@@ -75,9 +75,17 @@ def add_crash_points(project: Path) -> None:
 
 
 def final_state(out: Path) -> dict:
-    state = torch.load(out / "checkpoints/last.pt", weights_only=True)
+    """The last checkpoint of the one run in out, less the one setting that differs between runs."""
+    state = torch.load(run_dir(out) / "checkpoints/last.pt", weights_only=True)
     state["config"].pop("out_dir")
     return state
+
+
+def wait_for_a_checkpoint(out: Path, process: subprocess.Popen, seconds: float = 120) -> None:
+    """Wait until the run that `process` started in out has saved its first checkpoint (training has begun)."""
+    deadline = time.monotonic() + seconds
+    while not list(out.glob("*/checkpoints/last.pt")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +147,7 @@ def test_kill_minus_9_at_random_moments(project: Path, reference: tuple[dict, fl
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 120
-        while not (out / "checkpoints/last.pt").exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)  # training has begun once a checkpoint exists
+        wait_for_a_checkpoint(out, process)
         time.sleep(rng.uniform(0.0, duration / 4))
         process.kill()
         assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed: make it longer"
@@ -161,8 +167,9 @@ def test_a_loadable_checkpoint_always_exists_whenever_a_write_is_killed(project:
             project, *ARGS, "--out-dir", str(tmp_path), "--resume", "last", env={"CRASH_AT_SAVE": str(save)}
         )
         assert crashed.returncode == -signal.SIGKILL
-        assert list((tmp_path / "checkpoints").glob("*.tmp")), "the half-written file is there"
-        found = checkpoint.find("last", tmp_path / "checkpoints")
+        checkpoints = run_dir(tmp_path) / "checkpoints"  # --resume last went on in the one run
+        assert list(checkpoints.glob("*.tmp")), "the half-written file is there"
+        found = checkpoint.find("last", checkpoints)
         assert found is not None, f"no loadable checkpoint after a crash in save #{save}"
 
 
@@ -171,18 +178,17 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(
 ) -> None:
     crashed = run_python(project, *ARGS, "--out-dir", str(tmp_path), env={"CRASH_AT_TRAINING_STEP": "30"})
     assert crashed.returncode == -signal.SIGKILL
-    last = tmp_path / "checkpoints/last.pt"
+    checkpoints = run_dir(tmp_path) / "checkpoints"
+    last = checkpoints / "last.pt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # truncated, as by a full disk
     resumed = run_python(project, *ARGS, "--out-dir", str(tmp_path), "--resume", "last")
     assert resumed.returncode == 0, resumed.stderr
     assert re.search(r"warning: .*last\.pt is damaged .*; trying the one before it", resumed.stderr)
-    assert "Resumed from " + str(tmp_path / "checkpoints/last.prev.pt") in resumed.stdout
+    assert "Resumed from " + str(checkpoints / "last.prev.pt") in resumed.stdout
     assert_identical(final_state(tmp_path), reference[0])
 
-    (tmp_path / "checkpoints/garbage.pt").write_bytes(b"not a checkpoint at all")
-    explicit = run_python(
-        project, *ARGS, "--out-dir", str(tmp_path), "--resume", str(tmp_path / "checkpoints/garbage.pt")
-    )
+    (checkpoints / "garbage.pt").write_bytes(b"not a checkpoint at all")
+    explicit = run_python(project, *ARGS, "--out-dir", str(tmp_path), "--resume", str(checkpoints / "garbage.pt"))
     assert explicit.returncode == 1
     assert "cannot load it" in explicit.stderr and "Traceback" not in explicit.stderr
 
@@ -197,13 +203,13 @@ def test_sigterm_checkpoints_at_the_next_step_and_resumes_exactly(
         stderr=subprocess.PIPE,
         text=True,
     )
-    while not (tmp_path / "checkpoints/last.pt").exists():
-        time.sleep(0.01)
+    wait_for_a_checkpoint(tmp_path, process)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 1, stderr
-    assert re.search(r"Stopped by a signal at step \d+; continue with --resume last", stderr)
-    resumed = run_python(project, *ARGS, "--out-dir", str(tmp_path), "--resume", "last")
+    advice = re.search(r"Stopped by a signal at step \d+; continue with --resume (\S+)", stderr)
+    assert advice and advice[1] == run_dir(tmp_path).name, stderr
+    resumed = run_python(project, *ARGS, "--out-dir", str(tmp_path), "--resume", advice[1])  # as the message says
     assert resumed.returncode == 0, resumed.stderr
     assert_identical(final_state(tmp_path), reference[0])
 
@@ -219,8 +225,7 @@ def test_ctrl_c_stops_at_the_next_step_and_a_second_one_at_once(project: Path, t
             stderr=subprocess.PIPE,
             text=True,
         )
-        while not (out / "checkpoints/last.pt").exists():
-            time.sleep(0.01)
+        wait_for_a_checkpoint(out, process)
         process.send_signal(signal.SIGINT)
         return process
 
@@ -240,15 +245,18 @@ def test_resume_last_without_a_checkpoint_starts_fresh_and_says_so(project: Path
         project, "train.py", "--fast-dev-run", "--device", "cpu", "--resume", "last", "--out-dir", str(tmp_path)
     )
     assert result.returncode == 0, result.stderr
-    assert f"--resume last: no checkpoint in {tmp_path / 'checkpoints'} yet, starting fresh" in result.stdout
+    assert f"--resume last: no run in {tmp_path} has a checkpoint yet; starting a fresh one" in result.stderr
+    assert not list(tmp_path.iterdir()), "--fast-dev-run writes nothing"
 
 
 def test_stale_temporary_files_are_removed_at_start(project: Path, tmp_path: Path) -> None:
-    (tmp_path / "checkpoints").mkdir(parents=True)
-    (tmp_path / "checkpoints/last.pt.tmp").write_bytes(b"half a checkpoint")
-    result = run_python(project, *ARGS, "--out-dir", str(tmp_path), "--max-epochs", "1")
+    checkpoints = tmp_path / "run" / "checkpoints"  # a run killed before its first checkpoint was whole
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "last.pt.tmp").write_bytes(b"half a checkpoint")
+    result = run_python(project, *ARGS, "--out-dir", str(tmp_path), "--run-name", "run", "--max-epochs", "1")
     assert result.returncode == 0, result.stderr
-    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+    assert (checkpoints / "last.pt").is_file(), "the run went on in its folder"
+    assert not list(checkpoints.glob("*.tmp"))
 
 
 def test_every_n_minutes_checkpoints_without_waiting_for_validation(project: Path, tmp_path: Path) -> None:
@@ -266,7 +274,7 @@ def test_every_n_minutes_checkpoints_without_waiting_for_validation(project: Pat
     crashed = run_python(project, *args, "--out-dir", str(tmp_path), env={"CRASH_AT_TRAINING_STEP": "7"})
     assert crashed.returncode == -signal.SIGKILL
     assert (
-        torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)["global_step"] == 2
+        torch.load(run_dir(tmp_path) / "checkpoints/last.pt", weights_only=True)["global_step"] == 2
     )  # the first validation is at step 3
 
 
@@ -306,7 +314,7 @@ def test_a_non_finite_loss_stops_with_the_step_and_batch_and_keeps_the_last_good
     assert result.returncode == 1
     # the short batch ends epoch 0 at step 6, which validates and saves: the loss is read there first
     assert "Loss is nan at step 6 (epoch 0, batch 16); stopping" in result.stdout, result.stdout
-    last = torch.load(tmp_path / "o/checkpoints/last.pt", weights_only=True)
+    last = torch.load(run_dir(tmp_path / "o") / "checkpoints/last.pt", weights_only=True)
     assert all(torch.isfinite(t).all() for t in last["model"].values())
 
 
@@ -319,7 +327,7 @@ def test_skip_mode_skips_the_step_and_trains_on(tmp_path: Path) -> None:
         r"^Skipped step \d+: non-finite gradients \(epoch \d, batch 16\)$", result.stdout, flags=re.MULTILINE
     )
     assert len(skipped) == 3, result.stdout
-    last = torch.load(tmp_path / "o/checkpoints/last.pt", weights_only=True)
+    last = torch.load(run_dir(tmp_path / "o") / "checkpoints/last.pt", weights_only=True)
     assert last["global_step"] == STEPS - 3
     assert all(torch.isfinite(t).all() for t in last["model"].values())
 

@@ -149,10 +149,11 @@ def test_zero_is_not_the_default_false() -> None:
             ),
         ),
         (
-            {"logging.tensorboard": False, "debug.log_grad_norm": True},
+            {"logging.tensorboard": False, "logging.csv": False, "debug.log_grad_norm": True},
             (
-                "[debug] log_grad_norm = true has no effect with [logging] tensorboard false "
-                "(it applies when tensorboard = true, where the norm is logged); remove it or set it back to false"
+                "[debug] log_grad_norm = true has no effect with [logging] tensorboard false and [logging] csv false "
+                "and [logging] wandb false and [logging] mlflow false (it applies where a logger is on: "
+                "tensorboard, csv, wandb or mlflow); remove it or set it back to false"
             ),
         ),
         (
@@ -234,6 +235,18 @@ CHANGED: dict[str, Any] = {
     "cluster.slurm.signal_seconds": 60,
     "cluster.slurm.sbatch_options": ["--mem=8G"],
     "debug.log_grad_norm": True,
+    "logging.wandb_project": "elsewhere",
+    "logging.wandb_entity": "lab",
+    "logging.mlflow_tracking_uri": "http://localhost:5000",
+    "sweep.name": "lr-search",
+    "sweep.method": "random",
+    "sweep.trials": 20,
+    "sweep.parallel": 4,
+    "sweep.monitor": "val_loss",
+    "sweep.mode": "max",
+    "sweep.seed": 7,
+    "sweep.prune": True,
+    "sweep.space": {"batch_size": [32, 64]},
 }
 # Specs that between them leave every declared key somewhere without effect: each dataset (with a model that
 # fits it), each scheduler, and each setting some key depends on.
@@ -249,6 +262,8 @@ CONTEXTS: dict[str, dict[str, Any]] = {
     "val_size": {"data.val_size": 100},
     "no-validation": {"trainer.limit_val_batches": 0, "checkpoint.save_top_k": 0},
     "no-tensorboard": {"logging.tensorboard": False},
+    "no-loggers": {"logging.tensorboard": False, "logging.csv": False},
+    "wandb-mlflow": {"logging.wandb": True, "logging.mlflow": True},
 }
 DECLARED = [f"{name}.{key}" for name, section in SCHEMA.items() for key, k in section.keys.items() if k.applies]
 

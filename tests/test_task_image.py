@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 import regen_helpers
-from conftest import make_project, run_python
+from conftest import make_project, run_dir, run_python
 from test_resume import add_crash_points, assert_identical, final_state
 
 CPU = ("--device", "cpu", "--no-progress-bar")
@@ -116,7 +116,7 @@ def test_cifar_reader_trains_on_the_tarball_and_on_its_extracted_folder(cifar: P
         assert result.returncode == 0, f"{source}: {result.stderr[-3000:]}"
         assert "Downloading" not in result.stdout
         assert "Test: test_loss" in result.stdout
-        state = torch.load(tmp_path / source / "checkpoints/last.pt", weights_only=True)
+        state = torch.load(run_dir(tmp_path / source) / "checkpoints/last.pt", weights_only=True)
         assert state["global_step"] == 2 and state["data_info"]["classes"][0] == "airplane"
         assert state["data_info"]["input_shape"] == [3, 32, 32]
 
@@ -184,7 +184,7 @@ def test_image_folder_trains_skips_the_corrupt_file_and_predict_names_classes(
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(rf"warning: skipping {re.escape(str(data / 'train/dog/broken.png'))}: .+", result.stderr)
     assert "36 images in 3 classes, 1 unreadable file skipped" in result.stdout
-    state = torch.load(out / "checkpoints/last.pt", weights_only=True)
+    state = torch.load(run_dir(out) / "checkpoints/last.pt", weights_only=True)
     assert state["data_info"]["classes"] == ["cat", "dog", "frog"]
 
     predicted = run_python(folder_project, "predict.py", str(data / "train"), "--out-dir", str(out), "--device", "cpu")
@@ -208,7 +208,7 @@ def test_predict_fails_clearly_without_a_checkpoint_or_without_pillow(
 ) -> None:
     Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
     nothing = run_python(folder_project, "predict.py", str(tmp_path / "x.png"), "--out-dir", str(tmp_path / "none"))
-    fails_clearly(nothing, f"No checkpoint in {tmp_path / 'none/checkpoints'}/", "--checkpoint")
+    fails_clearly(nothing, f"No checkpoint in {tmp_path / 'none'}/", "--checkpoint")
     bad = run_python(folder_project, "predict.py", str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "x.png"))
     fails_clearly(bad, "x.png: cannot load it")
 
@@ -277,7 +277,7 @@ def test_cifar_ddp_two_ranks_match_one_process_with_the_same_global_batch(tmp_pa
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    one, two = (torch.load(tmp_path / d / "checkpoints/last.pt", weights_only=True) for d in ("one", "two"))
+    one, two = (torch.load(run_dir(tmp_path / d) / "checkpoints/last.pt", weights_only=True) for d in ("one", "two"))
     assert one["global_step"] == two["global_step"] == 2 * 9
     for name, tensor in one["model"].items():
         torch.testing.assert_close(two["model"][name], tensor, rtol=1e-4, atol=1e-5)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_project, run_python
+from conftest import make_project, run_dir, run_python
 
 CPU = ("--device", "cpu", "--no-progress-bar")
 CSV = {"data.dataset": "csv", "model.arch": "mlp", "data.synthetic_samples": 2000, "data.batch_size": 64}
@@ -118,7 +118,7 @@ def test_classification_trains_on_a_csv_and_predict_writes_its_classes(classify:
     assert result.returncode == 0, result.stderr
     assert last_metric(result.stdout, "val_acc") > 0.8, result.stdout[-1500:]
 
-    info = torch.load(out / "checkpoints/last.pt", weights_only=True)["data_info"]
+    info = torch.load(run_dir(out) / "checkpoints/last.pt", weights_only=True)["data_info"]
     assert info["classes"] == ["cat", "dog", "eel"] and info["num_outputs"] == 3
     assert info["features"] == ["size", "weight"] and info["input_shape"] == [2] and info["target"] == "target"
     # Standardized with the statistics of the training rows only: the 480 rows left after 60 for validation
@@ -204,7 +204,7 @@ def test_predict_refuses_a_checkpoint_of_another_model_in_one_line(tmp_path: Pat
     result = run_python(project, "predict.py", str(tmp_path / "rows.csv"), "--out-dir", str(out), "--device", "cpu")
     assert result.returncode == 2
     assert (
-        result.stderr.strip().startswith(f"{out}/checkpoints/")
+        result.stderr.strip().startswith(f"{run_dir(out)}/checkpoints/")
         and "holds another model than model.py builds" in result.stderr
     )
     assert "Traceback" not in result.stderr

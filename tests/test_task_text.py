@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_project, run_python
+from conftest import make_project, run_dir, run_python
 
 SPEC = {
     "data.dataset": "text",
@@ -42,7 +42,8 @@ def train(project: Path, out: Path, *args: str, env: dict[str, str] | None = Non
 
 
 def last_state(out: Path) -> dict:
-    return torch.load(out / "checkpoints/last.pt", weights_only=True)
+    """last.pt of the one run in out."""
+    return torch.load(run_dir(out) / "checkpoints/last.pt", weights_only=True)
 
 
 @pytest.fixture(scope="module")

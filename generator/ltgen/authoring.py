@@ -5,9 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from ltgen.checks import toml_value
+from ltgen.features.sweep import SPACE_EXAMPLE
 from ltgen.features.task import DATASET_SEEDS, MODEL_SEEDS
 from ltgen.parsing import SPEC_FILE
 from ltgen.schema import SCHEMA
+
+# What the new spec shows of each key that is a table of its own: its keys are the user's (Config field names).
+TABLE_EXAMPLES = {"sweep.space": SPACE_EXAMPLE}
 
 
 def dataset_seeds(dataset: str) -> dict[str, Any]:
@@ -29,6 +33,10 @@ def default_text(name: str) -> str:
     for section_name, section in SCHEMA.items():
         lines += ["", f"[{section_name}]"]
         for key, spec_key in section.keys.items():
+            if isinstance(spec_key.default, dict):  # a table of its own ([sweep.space]): an example to uncomment
+                example = TABLE_EXAMPLES[f"{section_name}.{key}"]
+                lines += ["", f"# [{section_name}.{key}]  # {spec_key.doc}", *(f"# {line}" for line in example)]
+                continue
             value = name if (section_name, key) == ("project", "name") else spec_key.default
             rendered = f"{key} = {toml_value(value)}"
             lines.append(f"{rendered}  # {spec_key.doc}" if spec_key.doc else rendered)

@@ -65,7 +65,7 @@ def did_you_mean(word: str, options: Any) -> str:
 def as_toml(value: Any, budget: int = SHOWN_LENGTH) -> str:
     """A value as it would be written in TOML (what the user wrote, near enough), cut short when long."""
     if isinstance(value, dict):
-        return "a table"
+        return "a table" if value else "{}"
     if isinstance(value, list):
         parts: list[str] = []
         for item in value:

@@ -17,15 +17,23 @@ from ltgen.spec import Spec
 from ltgen.unit import Field
 
 LINE_LENGTH = 120  # black's, in the generator and in the emitted project's pyproject.toml
-LOCAL_MODULES = ("checkpoint", "data", "distributed", "flags", "manual", "model", "steps")  # the project's own
+LOCAL_MODULES = (
+    "checkpoint",
+    "data",
+    "distributed",
+    "flags",
+    "loggers",
+    "manual",
+    "model",
+    "runs",
+    "steps",
+)  # the project's own
 THIRD_PARTY = ("torch", "tqdm")
 
 
 def build(spec: Spec) -> dict[str, Any]:
     """The context for rendering `templates/` (its keys are the values listed in copier.yml)."""
-    f: dict[str, Any] = {"project_name": spec["project"]["name"], "line_length": LINE_LENGTH}
-    for feature in FEATURES:
-        _add(f, _call(feature, "flags", spec.values, {}), feature.__name__)
+    f = feature_flags(spec.values)
     fields = config_fields(spec, f)
     _add(f, {"config_fields": fields, "config_checks": config_checks(fields)}, __name__)
     overrides = ", ".join(f"{x['name']}={x['fast_dev_run']}" for x in fields if x["fast_dev_run"])
@@ -39,6 +47,14 @@ def build(spec: Spec) -> dict[str, Any]:
     lines = [line for feature in FEATURES for line in _call(feature, "imports", f, [])]
     _add(f, {"units": [u for u in UNIT_ORDER if u in enabled], "checkpoint_state": state}, __name__)
     _add(f, {"imports": import_block(lines)}, __name__)
+    return f
+
+
+def feature_flags(values: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Every feature's flags for these spec values: what their fields, code and units are decided by."""
+    f: dict[str, Any] = {"project_name": values["project"]["name"], "line_length": LINE_LENGTH}
+    for feature in FEATURES:
+        _add(f, _call(feature, "flags", values, {}), feature.__name__)
     return f
 
 
@@ -85,14 +101,19 @@ def _group(module: str) -> int:
 POSITIONS = {f"{section}.{key}": i for i, (section, key) in enumerate((s, k) for s in LAYOUT for k in LAYOUT[s])}
 
 
+def declared_fields(f: dict[str, Any]) -> list[Field]:
+    """The Config fields the features declare for their flags `f`, in the spec's order (the sweep's space names
+    them too)."""
+    declared: list[Field] = [field for feature in FEATURES for field in _call(feature, "fields", f, [])]
+    return sorted(declared, key=lambda field: POSITIONS[field.position or field.source])
+
+
 def config_fields(spec: Spec, f: dict[str, Any]) -> list[dict[str, Any]]:
     """The emitted Config dataclass, field by field: only the settings of features that are on, in the spec's
     order. A field takes its value and comment from the spec key it names; a comment that would make the line
     too long goes on the line above it."""
-    declared: list[Field] = [field for feature in FEATURES for field in _call(feature, "fields", f, [])]
-    declared.sort(key=lambda field: POSITIONS[field.position or field.source])
     fields = []
-    for field in declared:
+    for field in declared_fields(f):
         if field.source.startswith('"'):
             value, comment = field.source, field.comment
         else:

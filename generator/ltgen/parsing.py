@@ -64,7 +64,7 @@ def _line_of(index: dict[tuple[str, str], int], section: str, key: str) -> int |
         dotted = ".".join(p for p in (prefix, key) if p)
         if (table, dotted) in index:
             return index[(table, dotted)]
-    return None
+    return index.get((".".join(p for p in (section, key) if p), ""))  # a key that is a [table] of its own
 
 
 def parse(text: str, file: str = SPEC_FILE) -> Spec:

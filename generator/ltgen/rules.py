@@ -22,6 +22,7 @@ from ltgen.features import (
     scheduler,
     slurm,
     strategy,
+    sweep,
     task,
     top_k,
 )
@@ -44,6 +45,7 @@ RULES: tuple[Rule, ...] = (
     manual.rules,
     strategy.rules,
     slurm.rules,
+    sweep.rules,
     overfit.rules,
 )
 # A feature's rules are its functions named `rules` or `..._rules`: each must have its place above.

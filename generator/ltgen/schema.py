@@ -95,7 +95,17 @@ LAYOUT: dict[str, tuple[str, ...]] = {
         "divergence_threshold",
     ),
     "checkpoint": ("monitor", "mode", "save_top_k", "save_last", "every_n_steps", "every_n_minutes"),
-    "logging": ("tensorboard", "log_every_n_steps", "progress_bar"),
+    "logging": (
+        "tensorboard",
+        "csv",
+        "wandb",
+        "wandb_project",
+        "wandb_entity",
+        "mlflow",
+        "mlflow_tracking_uri",
+        "log_every_n_steps",
+        "progress_bar",
+    ),
     "cluster": ("gpus", "nodes", "strategy", "fsdp_cpu_offload"),
     "cluster.slurm": (
         "enabled",
@@ -106,6 +116,7 @@ LAYOUT: dict[str, tuple[str, ...]] = {
         "signal_seconds",
         "sbatch_options",
     ),
+    "sweep": ("enabled", "name", "method", "trials", "parallel", "monitor", "mode", "seed", "prune", "space"),
     "hooks": ("emit",),
     "debug": ("param_summary", "log_grad_norm", "detect_anomaly", "overfit_batches"),
 }

@@ -3,7 +3,8 @@
 Usage:
     python train.py                  # train with the config below
     python train.py --fast-dev-run   # one batch of train, val and test; writes nothing
-    python train.py --resume last    # continue the last run in --out-dir
+    python train.py --run-name lr-0.01 --lr 0.01   # each run writes in --out-dir/RUN (default: version_N)
+    python train.py --resume last    # continue the newest run in --out-dir (or --resume RUN, --resume FILE)
     torchrun --nproc_per_node 4 train.py   # DDP, one process per GPU (see launch/)
     python train.py --help           # every flag
 """
@@ -21,11 +22,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import checkpoint
 import flags
+import loggers
+import runs
 from data import make_datasets, make_loader
 from distributed import end_process, print0, setup
 from model import build_model, summary
@@ -38,7 +40,7 @@ class Config:
 
     dataset: str = "cifar10"  # "cifar10", or "synthetic": generated data of its shapes (no files)
     data_dir: str = "data"  # datasets are read (and downloaded) here
-    out_dir: str = "outputs"  # logs and checkpoints go here
+    out_dir: str = "outputs"  # each run writes in a folder of its own here: --run-name, else version_N
     batch_size: int = 64  # per process
     lr: float = 0.001  # the learning rate (the peak, with a schedule)
     max_epochs: int = 10  # -1: no limit (then set max_steps)
@@ -59,7 +61,8 @@ def parse_args() -> tuple[Config, argparse.Namespace]:
     """The Config, with a flag for each field (all checked), and the options that are not hyperparameters."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fast-dev-run", action="store_true", help="one batch of train, val and test; write nothing")
-    parser.add_argument("--resume", type=checkpoint.resume_flag, metavar="{PATH,last}", help="last: --out-dir's newest")
+    parser.add_argument("--run-name", type=runs.name_flag, help="this run's folder in --out-dir; default: version_N")
+    parser.add_argument("--resume", type=runs.resume_flag, metavar="{last,RUN,PATH}", help="last: the newest run")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     return flags.parse(Config, parser)
 
@@ -109,8 +112,9 @@ def main() -> None:
             cfg, max_epochs=1, max_steps=1, limit_train_batches=1, limit_val_batches=1, limit_test_batches=1
         )
     write = not args.fast_dev_run and rank == 0  # fast-dev-run writes nothing; only rank 0 writes
-    out_dir = Path(cfg.out_dir)
-    ckpt_dir = out_dir / "checkpoints"
+    # This run's folder (only this run writes in it), and what it resumes: "last" in it, a checkpoint, or None.
+    run_dir, resume = runs.choose(Path(cfg.out_dir), args.run_name, args.resume, dataclasses.asdict(cfg), write)
+    ckpt_dir = run_dir / "checkpoints"
     if write:
         checkpoint.make_folder(ckpt_dir)
 
@@ -121,7 +125,7 @@ def main() -> None:
     val_loader = make_loader(val_set, cfg.batch_size, cfg.seed, device, train=False)
     n_val = flags.num_batches(cfg.limit_val_batches, len(val_loader), "limit-val-batches")
     test_loader = make_loader(test_set, cfg.batch_size, cfg.seed, device, train=False)
-    found = checkpoint.find(args.resume, ckpt_dir) if args.resume else None
+    found = checkpoint.find(resume, ckpt_dir) if resume else None
     # The schedule's length, as Lightning's estimated_stepping_batches: whichever limit ends training first.
     total_steps = min(n for n in (cfg.max_epochs * n_train, cfg.max_steps) if n > 0)
     if found and found[0].get("total_steps", total_steps) != total_steps:  # the schedule keeps its length
@@ -156,13 +160,12 @@ def main() -> None:
             "config": dataclasses.asdict(cfg),
             "data_info": data_info,  # what predict.py needs to know of the data
         }
+        logger.flush()  # the logs reach the disk with each checkpoint: a resumed run's series have no gap
         if write:
             checkpoint.save(state, ckpt_dir / name)
 
     stop = ""  # why training ends early; "" while it goes on
-    if args.resume and found is None:
-        print0(f"--resume last: no checkpoint in {ckpt_dir} yet, starting fresh")
-    elif found:
+    if found:
         state, path = found
         checkpoint.check_compatible(state, raw_model, dataclasses.asdict(cfg), data_info, path)
         raw_model.load_state_dict(state["model"])
@@ -180,8 +183,8 @@ def main() -> None:
     model = raw_model
     if dist.is_initialized():
         model = DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
-    # purge_step drops what a killed run logged after its last checkpoint (taken after step global_step's logging).
-    writer = SummaryWriter(out_dir, purge_step=global_step + 1 if global_step else None) if write else None
+    # On resume each logger drops what a killed run logged after its checkpoint, and continues the run's series.
+    logger = loggers.Loggers(run_dir, dataclasses.asdict(cfg), global_step, write)
     if cfg.num_sanity_val_steps and global_step == 0:  # a broken validation_step fails now, not hours in
         sanity_batches = n_val if cfg.num_sanity_val_steps == -1 else min(cfg.num_sanity_val_steps, n_val)
         evaluate(raw_model, val_loader, validation_step, sanity_batches, "val", device)
@@ -229,9 +232,8 @@ def main() -> None:
                 if not math.isfinite(loss_value):
                     print0(f"Loss is {loss_value} at step {global_step} (epoch {epoch}, batch {batch_idx}); stopping")
                     stop = "nonfinite"
-                if writer:
-                    writer.add_scalar("train_loss", loss_value, global_step)
-                    writer.add_scalar("lr", optimizer.param_groups[0]["lr"], global_step)
+                scalars = {"train_loss": loss_value, "lr": optimizer.param_groups[0]["lr"]}
+                logger.log(scalars, global_step, epoch)
                 bar.set_postfix(loss=f"{loss_value:.4f}")
                 if plain_progress and global_step % cfg.log_every_n_steps == 0:
                     now = time.monotonic()
@@ -244,9 +246,7 @@ def main() -> None:
 
             if validate:
                 metrics = evaluate(raw_model, val_loader, validation_step, n_val, "val", device)
-                if writer:
-                    for name, value in metrics.items():
-                        writer.add_scalar(name, value, global_step)
+                logger.log(metrics, global_step, epoch)
                 report = f"step {global_step}: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
                 if rank == 0:
                     bar.write(report)
@@ -273,9 +273,8 @@ def main() -> None:
         bar.close()
 
     if stop == "signal":
-        if writer:
-            writer.close()  # the points still queued in its thread reach the disk
-        raise SystemExit(f"Stopped by a signal at step {global_step}; continue with --resume last")
+        logger.close()  # what is still queued reaches the disk
+        raise SystemExit(f"Stopped by a signal at step {global_step}; continue with --resume {run_dir.name}")
 
     # Test, with the best checkpoint's weights.
     if top_k and not args.fast_dev_run and checkpoint.kept(ckpt_dir / top_k[0][1]):
@@ -283,9 +282,7 @@ def main() -> None:
     n_test = flags.num_batches(cfg.limit_test_batches, len(test_loader), "limit-test-batches")
     test_metrics = evaluate(raw_model, test_loader, test_step, n_test, "test", device)
     print0("Test: " + ", ".join(f"{name} {value:.4f}" for name, value in test_metrics.items()))
-    if writer:
-        writer.add_hparams(dataclasses.asdict(cfg), test_metrics, run_name=".")
-        writer.close()
+    logger.finish(test_metrics, global_step, epoch)
     if stop == "nonfinite":
         raise SystemExit(1)
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 
 import flags
+import runs
 
 KIND = "an image classifier"  # what this project's checkpoints hold: save() writes it into each one
 # The data_info fields (and their types) that build_model, predict.py and sample.py read: check_kind refuses others.
 DATA_INFO = {"input_shape": list, "num_outputs": int, "classes": list}
 REQUIRED_KEYS = ("model", "optimizer", "epoch", "global_step", "batch_in_epoch", "rng")
-resume_flag = flags.existing("file", "last")  # train.py --resume's type: a checkpoint, or last
 # What torch.load raises on a damaged or foreign file: almost anything, as its unpickler parses the bytes
 # (OSError, EOFError, RuntimeError, ValueError, IndexError, KeyError, struct.error, AssertionError, ...).
 LOAD_ERRORS = (Exception,)
@@ -113,11 +113,15 @@ def step_in_name(path: Path) -> int:
     return int(match[1]) if match else -1
 
 
-def for_inference(path: Path | None, ckpt_dir: Path) -> tuple[dict, Path]:
+def for_inference(path: Path | None, out_dir: Path) -> tuple[dict, Path]:
     """The checkpoint predict.py and sample.py use, and its path: `path`, or else the best in the top-k list of the
-    newest checkpoint in ckpt_dir that loads. One line and exit 1 when there is none, exit 2 when it is another kind's.
-    """
+    newest checkpoint of the newest run in out_dir that loads. One line and exit 1 when there is none, exit 2 when it
+    is another kind's."""
     if path is None:
+        newest_run = runs.newest(out_dir)
+        if newest_run is None:
+            raise SystemExit(f"No checkpoint in {out_dir}/: train first (python train.py), or pass --checkpoint FILE")
+        ckpt_dir = newest_run / "checkpoints"
         found = find("last", ckpt_dir)  # last.pt, or else the newest checkpoint that loads
         if found is None:
             raise SystemExit(f"No checkpoint in {ckpt_dir}/: train first (python train.py), or pass --checkpoint FILE")

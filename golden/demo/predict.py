@@ -4,7 +4,7 @@ r"""Predict the classes of image files with a trained checkpoint.
 
 PATH is an image file or a folder, searched at any depth for image files (.png, .jpg, .jpeg, .bmp, .gif, .webp, .tif).
 Hidden names (starting with a dot) and anything that is not a regular file (a named pipe, a socket) are left out, and
-said so on stderr. Without --checkpoint, the best checkpoint in OUT_DIR/checkpoints/ is used (the first of the top-k list that train.py keeps).
+said so on stderr. Without --checkpoint, the best checkpoint of the newest run in OUT_DIR is used (the first of the top-k list that train.py keeps).
 Each image is read with Pillow, scaled to 8 bits (16-bit grey levels as 0-65535), converted to the model's channels,
 resized to its input size and normalized by data.py's prepare_batch, as in validation. Unreadable files are reported
 on stderr and skipped.
@@ -117,7 +117,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files, or folders of them")
     parser.add_argument(
-        "--checkpoint", type=Path, help="a checkpoint train.py saved (default: the best in OUT_DIR/checkpoints)"
+        "--checkpoint", type=Path, help="a checkpoint train.py saved (default: the best of the newest run in --out-dir)"
     )
     parser.add_argument("--out-dir", type=Path, default=Path("outputs"), help="train.py's --out-dir")
     parser.add_argument("--batch-size", type=integer(1, 65536), default=64, help="images per forward pass, 1 to 65536")
@@ -164,7 +164,7 @@ def main() -> None:
     )
     paths = find_images(args.paths)
 
-    state, path = checkpoint.for_inference(args.checkpoint, args.out_dir / "checkpoints")
+    state, path = checkpoint.for_inference(args.checkpoint, args.out_dir)
     data_info = state["data_info"]
     model = checkpoint.load_weights(build_model(data_info, device), state, path)
     classes, top = [escaped(name) for name in data_info["classes"]], min(args.top, data_info["num_outputs"])

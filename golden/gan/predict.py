@@ -4,7 +4,7 @@
 
 Writes OUTPUT/0000.png, 0001.png, ... (--count images) and OUTPUT/grid.png, all of them in one picture, each
 whole or not at all (a failed write leaves the file as it was). Without
---checkpoint, the newest checkpoint in OUT_DIR/checkpoints/ is used. The same --seed gives the same images.
+--checkpoint, the newest checkpoint of the newest run in OUT_DIR is used. The same --seed gives the same images.
 """
 
 import argparse
@@ -31,7 +31,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--checkpoint",
         type=flags.existing("file"),
-        help="a checkpoint train.py saved (default: the newest in OUT_DIR/checkpoints)",
+        help="a checkpoint train.py saved (default: the newest of the newest run in --out-dir)",
     )
     parser.add_argument("--out-dir", type=Path, default=Path("outputs"), help="train.py's --out-dir")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -48,7 +48,7 @@ def main() -> None:
     device = torch.device(
         "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     )
-    state, path = checkpoint.for_inference(args.checkpoint, args.out_dir / "checkpoints")
+    state, path = checkpoint.for_inference(args.checkpoint, args.out_dir)
     models = checkpoint.load_weights(build_model(state["data_info"], device), state, path)
     latent = sample_latent(args.count, torch.Generator().manual_seed(args.seed)).to(device)
     images = torch.cat([sample_images(models, chunk) for chunk in latent.split(256)])  # in [0, 1]

@@ -3,7 +3,8 @@
 Usage:
     python train.py                  # train with the config below
     python train.py --fast-dev-run   # one batch of train, val and test; writes nothing
-    python train.py --resume last    # continue the last run in --out-dir
+    python train.py --run-name lr-0.01 --lr 0.01   # each run writes in --out-dir/RUN (default: version_N)
+    python train.py --resume last    # continue the newest run in --out-dir (or --resume RUN, --resume FILE)
     python train.py --help           # every flag
 """
 
@@ -18,11 +19,12 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import checkpoint
 import flags
+import loggers
+import runs
 from data import make_datasets, make_loader
 from manual import ManualStep
 from model import build_model, summary
@@ -43,7 +45,7 @@ class Config:
 
     dataset: str = "mnist"  # "mnist", or "synthetic": generated data of its shapes (no files)
     data_dir: str = "data"  # datasets are read (and downloaded) here
-    out_dir: str = "outputs"  # logs and checkpoints go here
+    out_dir: str = "outputs"  # each run writes in a folder of its own here: --run-name, else version_N
     batch_size: int = 64  # per process
     lr_g: float = 0.0002  # gan: the generator's Adam learning rate
     lr_d: float = 0.0002  # gan: the discriminator's Adam learning rate
@@ -64,7 +66,8 @@ def parse_args() -> tuple[Config, argparse.Namespace]:
     """The Config, with a flag for each field (all checked), and the options that are not hyperparameters."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fast-dev-run", action="store_true", help="one batch of train, val and test; write nothing")
-    parser.add_argument("--resume", type=checkpoint.resume_flag, metavar="{PATH,last}", help="last: --out-dir's newest")
+    parser.add_argument("--run-name", type=runs.name_flag, help="this run's folder in --out-dir; default: version_N")
+    parser.add_argument("--resume", type=runs.resume_flag, metavar="{last,RUN,PATH}", help="last: the newest run")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     return flags.parse(Config, parser)
 
@@ -115,8 +118,9 @@ def main() -> None:
             cfg, max_epochs=1, max_steps=1, limit_train_batches=1, limit_val_batches=1, limit_test_batches=1
         )
     write = not args.fast_dev_run  # fast-dev-run writes nothing
-    out_dir = Path(cfg.out_dir)
-    ckpt_dir = out_dir / "checkpoints"
+    # This run's folder (only this run writes in it), and what it resumes: "last" in it, a checkpoint, or None.
+    run_dir, resume = runs.choose(Path(cfg.out_dir), args.run_name, args.resume, dataclasses.asdict(cfg), write)
+    ckpt_dir = run_dir / "checkpoints"
     if write:
         checkpoint.make_folder(ckpt_dir)
 
@@ -127,7 +131,7 @@ def main() -> None:
     val_loader = make_loader(val_set, cfg.batch_size, cfg.seed, device, train=False)
     n_val = flags.num_batches(cfg.limit_val_batches, len(val_loader), "limit-val-batches")
     test_loader = make_loader(test_set, cfg.batch_size, cfg.seed, device, train=False)
-    found = checkpoint.find(args.resume, ckpt_dir) if args.resume else None
+    found = checkpoint.find(resume, ckpt_dir) if resume else None
 
     # Model and optimizer.
     torch.manual_seed(cfg.seed)
@@ -154,13 +158,12 @@ def main() -> None:
             "config": dataclasses.asdict(cfg),
             "data_info": data_info,  # what predict.py needs to know of the data
         }
+        logger.flush()  # the logs reach the disk with each checkpoint: a resumed run's series have no gap
         if write:
             checkpoint.save(state, ckpt_dir / name)
 
     stop = ""  # why training ends early; "" while it goes on
-    if args.resume and found is None:
-        print(f"--resume last: no checkpoint in {ckpt_dir} yet, starting fresh")
-    elif found:
+    if found:
         state, path = found
         checkpoint.check_compatible(state, model, dataclasses.asdict(cfg), data_info, path)
         model.load_state_dict(state["model"])
@@ -178,8 +181,8 @@ def main() -> None:
     models = dict(model.items())  # what training_step gets
     # training_step calls backward and the optimizer steps through `step`.
     step = ManualStep(models, optimizers)
-    # purge_step drops what a killed run logged after its last checkpoint (taken after step global_step's logging).
-    writer = SummaryWriter(out_dir, purge_step=global_step + 1 if global_step else None) if write else None
+    # On resume each logger drops what a killed run logged after its checkpoint, and continues the run's series.
+    logger = loggers.Loggers(run_dir, dataclasses.asdict(cfg), global_step, write)
     if cfg.num_sanity_val_steps and global_step == 0:  # a broken validation_step fails now, not hours in
         sanity_batches = n_val if cfg.num_sanity_val_steps == -1 else min(cfg.num_sanity_val_steps, n_val)
         evaluate(model, val_loader, validation_step, sanity_batches, "val", device)
@@ -220,9 +223,8 @@ def main() -> None:
                         f"Non-finite loss at step {global_step} (epoch {epoch}, batch {batch_idx}): {logged}; stopping"
                     )
                     stop = "nonfinite"
-                if writer:
-                    for name, value in logged.items():
-                        writer.add_scalar(name, value, global_step)
+                scalars = {**logged}
+                logger.log(scalars, global_step, epoch)
                 bar.set_postfix({name: f"{value:.4f}" for name, value in logged.items()})
                 if plain_progress and global_step % cfg.log_every_n_steps == 0:
                     now = time.monotonic()
@@ -237,15 +239,13 @@ def main() -> None:
 
             if validate:
                 metrics = evaluate(model, val_loader, validation_step, n_val, "val", device)
-                if writer:
-                    for name, value in metrics.items():
-                        writer.add_scalar(name, value, global_step)
+                logger.log(metrics, global_step, epoch)
                 report = f"step {global_step}: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
                 bar.write(report)
                 if write:  # the generator's images for the fixed latent batch: in TensorBoard, and as a PNG grid
                     images = sample_images(model, fixed_latent)
-                    writer.add_images("samples", images, global_step)
-                    save_grid(images, out_dir / "samples" / f"step={global_step}.png")
+                    logger.images("samples", images, global_step)
+                    save_grid(images, run_dir / "samples" / f"step={global_step}.png")
             if batch_idx + 1 == n_train:  # the end of the epoch
                 epoch, batch_in_epoch = epoch + 1, 0
             # Training is over (not merely interrupted by a signal) at max_steps.
@@ -259,17 +259,14 @@ def main() -> None:
         bar.close()
 
     if stop == "signal":
-        if writer:
-            writer.close()  # the points still queued in its thread reach the disk
-        raise SystemExit(f"Stopped by a signal at step {global_step}; continue with --resume last")
+        logger.close()  # what is still queued reaches the disk
+        raise SystemExit(f"Stopped by a signal at step {global_step}; continue with --resume {run_dir.name}")
 
     # Test.
     n_test = flags.num_batches(cfg.limit_test_batches, len(test_loader), "limit-test-batches")
     test_metrics = evaluate(model, test_loader, test_step, n_test, "test", device)
     print("Test: " + ", ".join(f"{name} {value:.4f}" for name, value in test_metrics.items()))
-    if writer:
-        writer.add_hparams(dataclasses.asdict(cfg), test_metrics, run_name=".")
-        writer.close()
+    logger.finish(test_metrics, global_step, epoch)
     if stop == "nonfinite":
         raise SystemExit(1)
 

@@ -5,7 +5,7 @@
 
 ROWS.csv has a header row and every feature column the model was trained on (in any order; other columns,
 the target among them, may be there too), read as train.py reads its file (data.py). Without --checkpoint, the
-best checkpoint in OUT_DIR/checkpoints/ is used (the first of the top-k list that train.py keeps). The features are standardized with the training statistics
+best checkpoint of the newest run in OUT_DIR is used (the first of the top-k list that train.py keeps). The features are standardized with the training statistics
 stored in it. The output is the input CSV with a "prediction" column added (in the target's own
 units), written to --output whole or not at all, or to stdout.
 """
@@ -33,7 +33,7 @@ def parse_args() -> argparse.Namespace:
         "rows", type=Path, metavar="ROWS.csv", help="a CSV file with a header row and the feature columns"
     )
     parser.add_argument(
-        "--checkpoint", type=Path, help="a checkpoint train.py saved (default: the best in OUT_DIR/checkpoints)"
+        "--checkpoint", type=Path, help="a checkpoint train.py saved (default: the best of the newest run in --out-dir)"
     )
     parser.add_argument("--out-dir", type=Path, default=Path("outputs"), help="train.py's --out-dir")
     parser.add_argument("--output", type=Path, help="the CSV file to write (default: stdout)")
@@ -90,7 +90,7 @@ def main() -> None:
     if use_cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda, but no CUDA device is available")
     device = torch.device("cuda" if use_cuda else "cpu")
-    state, path = checkpoint.for_inference(args.checkpoint, args.out_dir / "checkpoints")
+    state, path = checkpoint.for_inference(args.checkpoint, args.out_dir)
     data_info = state["data_info"]
     model = checkpoint.load_weights(build_model(data_info, device), state, path)
 

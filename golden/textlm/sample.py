@@ -1,9 +1,9 @@
 """Generate text with a trained checkpoint (nanoGPT's sample.py). Each sample is printed as it is generated.
 
 Usage:
-    python sample.py --prompt "ROMEO:"                      # the best checkpoint in outputs/checkpoints
+    python sample.py --prompt "ROMEO:"                      # the best checkpoint of the newest run in outputs/
     python sample.py --num-samples 3 --temperature 0.8 --top-k 50
-    python sample.py --checkpoint outputs/checkpoints/last.pt --device cpu
+    python sample.py --checkpoint outputs/version_0/checkpoints/last.pt --device cpu
 """
 
 import argparse
@@ -61,7 +61,7 @@ def main() -> None:
     if use_cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda, but no CUDA device is available")
     device = torch.device("cuda" if use_cuda else "cpu")
-    state, path = checkpoint.for_inference(args.checkpoint, args.out_dir / "checkpoints")
+    state, path = checkpoint.for_inference(args.checkpoint, args.out_dir)
     data_info = state["data_info"]
     model = checkpoint.load_weights(build_model(data_info, device), state, path)
     print(f"Sampling from {path} (step {state.get('global_step', '?')})", file=sys.stderr)

@@ -27,6 +27,7 @@ from ltgen.features import (
     grad_norm,
     hooks,
     last_checkpoint,
+    loggers,
     manual,
     nonfinite,
     optimizer,
@@ -37,8 +38,8 @@ from ltgen.features import (
     scheduler,
     slurm,
     strategy,
+    sweep,
     task,
-    tensorboard,
     test,
     top_k,
     validation,
@@ -64,9 +65,10 @@ FEATURES: list[ModuleType] = [
     nonfinite,
     compile,
     manual,
-    tensorboard,
+    loggers,
     progress,
     slurm,
+    sweep,
     hooks,
     param_summary,
     grad_norm,
@@ -80,8 +82,8 @@ FEATURES: list[ModuleType] = [
 # - wrap: gan's models dict, then ddp's wrappers, then compile, then manual's {"model": model};
 # - after_optimizers: manual's optimizers dict before precision's scalers, which are made per optimizer;
 # - decide: validation's `validate` before early_stopping widens it and val_every_n_epoch narrows it, as Lightning;
-# - after_read: throughput's speed and rate before tensorboard, progress and plain_log print them;
-# - on_signal_stop: tensorboard closes its writer before slurm's requeue returns.
+# - after_read: throughput's speed and rate before loggers, progress and plain_log print them;
+# - on_signal_stop: loggers close before slurm's requeue returns.
 UNIT_ORDER: tuple[str, ...] = (
     "gan",
     "single",
@@ -110,7 +112,7 @@ UNIT_ORDER: tuple[str, ...] = (
     "top_k",
     "samples",
     "throughput",
-    "tensorboard",
+    "loggers",
     "progress",
     "timer",
     "plain_log",

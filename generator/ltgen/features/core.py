@@ -39,9 +39,12 @@ def rules(values: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
 
 def flags(values: dict[str, dict[str, Any]]) -> dict[str, Any]:
     checkpoint = values["checkpoint"]
+    checkpointing = checkpoint["save_last"] or checkpoint["save_top_k"] != 0
+    logs = any(values["logging"][name] for name in ("tensorboard", "csv", "wandb", "mlflow"))
     return {
         "workers": values["data"]["num_workers"] > 0,
-        "checkpointing": checkpoint["save_last"] or checkpoint["save_top_k"] != 0,  # last.pt or the top k
+        "checkpointing": checkpointing,  # last.pt or the top k
+        "run_folders": checkpointing or logs,  # a run writes: runs.py gives it a folder of its own
     }
 
 
@@ -57,7 +60,7 @@ def paste(f: dict[str, Any]) -> dict[str, Any]:
 def units(f: dict[str, Any]) -> dict[str, bool]:
     return {
         "evaluation": f["validation"] or f["test"],  # evaluate(), shared by validation and the test pass
-        "outputs": f["checkpointing"] or f["tensorboard"],
+        "outputs": f["run_folders"],
         "checkpointing": f["checkpointing"],  # the checkpoint folder and save_checkpoint
         "logging": True,
     }
@@ -68,16 +71,17 @@ def imports(f: dict[str, Any]) -> list[str]:
     lines += ["from data import make_datasets, make_loader", "from model import build_model"]
     lines += ["from steps import configure_optimizers, training_step"]
     lines += ["import itertools"] if f["validation"] or f["test"] else []
-    lines += ["from pathlib import Path"] if f["checkpointing"] or f["tensorboard"] else []
+    lines += ["from pathlib import Path"] if f["run_folders"] else []
     lines += ["import checkpoint"] if f["checkpointing"] else []
+    lines += ["import runs"] if f["run_folders"] else []
     return lines
 
 
 def fields(f: dict[str, Any]) -> list[Field]:
     out = []
-    if f["checkpointing"] or f["tensorboard"]:
+    if f["run_folders"]:
         where = "a folder, or a path to make one at (no file there or on the way)"
-        comment = "logs and checkpoints go here"
+        comment = "each run writes in a folder of its own here: --run-name, else version_N"
         out.append(
             Field("out_dir", '"outputs"', "str", "is_folder_path({v})", where, comment=comment, position="data.dataset")
         )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ltgen.checks import Key, boolean, only_with
+from ltgen.checks import Applies, Key, boolean
+
+LOGGERS = tuple(f"logging.{name}" for name in ("tensorboard", "csv", "wandb", "mlflow"))
 
 KEYS: dict[str, dict[str, Key]] = {
     "debug": {
@@ -12,14 +14,14 @@ KEYS: dict[str, dict[str, Key]] = {
             boolean,
             False,
             "log the gradient norm at logging steps",
-            (only_with("logging.tensorboard", True, where="when tensorboard = true, where the norm is logged"),),
+            (Applies(LOGGERS, lambda *on: any(on), "where a logger is on: tensorboard, csv, wandb or mlflow"),),
         )
     }
 }
 
 
 def flags(values: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    logged = values["debug"]["log_grad_norm"] and values["logging"]["tensorboard"]
+    logged = values["debug"]["log_grad_norm"] and any(values["logging"][key.split(".")[1]] for key in LOGGERS)
     # the gradient norm is needed each step: to log it, or to skip a step whose gradients are not finite
     return {"log_grad_norm": logged, "grad_norm": logged or values["trainer"]["nonfinite_loss"] == "skip"}
 

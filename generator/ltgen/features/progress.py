@@ -18,7 +18,7 @@ def units(f: dict[str, Any]) -> dict[str, bool]:
     return {
         "progress": f["progress_bar"],
         "timer": f["progress_bar"] or f["throughput"],  # steps per second since the last logging step
-        "plain_log": not f["progress_bar"] and not f["tensorboard"],  # else the loss would be nowhere
+        "plain_log": not f["progress_bar"] and not f["loggers"],  # else the loss would be nowhere
     }
 
 

@@ -297,7 +297,7 @@ def flags(values: dict[str, dict[str, Any]]) -> dict[str, Any]:
     task, arch = TASKS[data["dataset"]], model["arch"]
     channels, side = IMAGE_SHAPES.get(data["dataset"], (0, 0))
     logs = values["checkpoint"]["save_last"] or values["checkpoint"]["save_top_k"] != 0
-    logs = logs or values["logging"]["tensorboard"]
+    logs = logs or any(values["logging"][name] for name in ("tensorboard", "csv", "wandb", "mlflow"))
     return {
         "dataset": data["dataset"],
         "synthetic_samples": repr(data["synthetic_samples"]),
@@ -321,7 +321,7 @@ def flags(values: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "several_models": arch == "gan",
         # a grid of generated images at each validation, from a latent batch fixed at the start, written out.
         "samples": arch == "gan" and validates(values) and logs,
-        "dependencies": _dependencies(data, task),
+        "dependencies": _dependencies(data, task, values),
         "model_description": _describe_model(model),
         "data_description": DATA_DESCRIPTIONS[data["dataset"]],
         "data_keys": {key: repr(value) for key, value in data.items()},
@@ -329,12 +329,17 @@ def flags(values: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _dependencies(data: dict[str, Any], task: str) -> list[str]:
-    """The emitted pyproject.toml's dependencies: what its code imports."""
+def _dependencies(data: dict[str, Any], task: str, values: dict[str, dict[str, Any]]) -> list[str]:
+    """The emitted pyproject.toml's dependencies: what its code imports (optional ones only when the spec uses them)."""
     # csv: pyarrow parses the file into arrays of numbers (16: the first to work with numpy 2)
     extra = {"cifar10": ["numpy>=1.24"], "csv": ["numpy>=1.24", "pyarrow>=16"]}.get(data["dataset"], [])
     extra += ["pillow>=10"] if task == "image" else []  # image_folder reads images; predict.py reads any image file
-    return ["torch>=2.9", "tensorboard>=2.14", "tqdm>=4.64", *extra]
+    logging, sweep = values["logging"], values["sweep"]
+    extra += ["wandb>=0.31"] if logging["wandb"] else []
+    extra += ["mlflow>=2.16"] if logging["mlflow"] else []
+    extra += ["matplotlib>=3.7"] if sweep["enabled"] else []  # sweep.py report's chart
+    extra += ["optuna>=4"] if sweep["enabled"] and sweep["method"] == "optuna" else []
+    return ["torch>=2.9", *(["tensorboard>=2.14"] if logging["tensorboard"] else []), "tqdm>=4.64", *extra]
 
 
 def _describe_model(model: dict[str, Any]) -> str:
