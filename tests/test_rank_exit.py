@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_project
+from conftest import make_project, run_dir
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 RUN = ("--device", "cpu", "--num-sanity-val-steps", "0", "--max-epochs", "1", "--limit-val-batches", "2")
@@ -151,7 +151,7 @@ def test_a_signal_stop_under_torchrun_keeps_every_tensorboard_point_logged_befor
     out = tmp_path / "out"
     result = torchrun(project, tmp_path / "probe", "train.py", *RUN, "--log-every-n-steps", "1", "--out-dir", str(out))
     assert result.returncode == 1 and "Stopped by a signal at step 9" in result.stderr, result.stderr[-3000:]
-    run = EventAccumulator(str(out))
+    run = EventAccumulator(str(run_dir(out)))
     run.Reload()
     assert [event.step for event in run.Scalars("train_loss")] == list(range(1, 10))
     assert not threads_at_shutdown(tmp_path / "probe")
