@@ -323,7 +323,8 @@ def judge(check: Check, returncode: int, stdout: str, stderr: str, expect_checkp
     check.figures.update(test)
     if val:
         check.figures["val_loss"] = val[-1].get("val_loss", val[-1].get("val_loss_g"))
-    checkpoints = Path(str(check.flags.get("--out-dir", ""))) / "checkpoints"
+    # Each check trains once in a fresh --out-dir, so its run folder is version_0.
+    checkpoints = Path(str(check.flags.get("--out-dir", ""))) / "version_0" / "checkpoints"
     last = checkpoints / "last" if (checkpoints / "last").is_dir() else checkpoints / "last.pt"
     if expect_checkpoint and returncode == 0:
         if last.exists():
@@ -338,7 +339,7 @@ def judge(check: Check, returncode: int, stdout: str, stderr: str, expect_checkp
 
 
 def saves_last(project: Path) -> bool:
-    """Whether the project writes checkpoints/last.pt (a spec with save_last, and a checkpoint.py to write it)."""
+    """Whether the project writes RUN/checkpoints/last.pt (a spec with save_last, and a checkpoint.py to write it)."""
     values = tomllib.loads((project / "ltgen.toml").read_text(encoding="utf-8"))
     return (project / "checkpoint.py").is_file() and values.get("checkpoint", {}).get("save_last", False)
 
@@ -550,7 +551,9 @@ def main() -> None:
     budget = Budget(args.budget)
     report = Report()
     threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    # WANDB_MODE=offline: a golden that logs to W&B (textlm) writes its run files locally, as on a machine
+    # without a W&B account; nothing here needs them uploaded.
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
     if args.dry_run:
         env["CUDA_VISIBLE_DEVICES"] = ""
     with tempfile.TemporaryDirectory(prefix="ltgen-gpu-") as folder:
