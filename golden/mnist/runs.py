@@ -40,8 +40,8 @@ def choose(
     out_dir: Path, name: str | None, resume: str | Path | None, config: dict, write: bool
 ) -> tuple[Path, str | Path | None]:
     """This run's folder in out_dir, and what it resumes: "last" (its newest checkpoint), a checkpoint's path, or
-    None for a fresh start. Where it writes, the folder is made and a fresh start records config.json.    Rank 0 decides and tells the other ranks (every rank must call this).
-    """
+    None for a fresh start. Where it writes, the folder is made and a fresh start records config.json.
+    Rank 0 decides and tells the other ranks (every rank must call this)."""
     decided = [
         _choose(out_dir, name, resume, config, write) if not dist.is_initialized() or dist.get_rank() == 0 else None
     ]
@@ -58,7 +58,7 @@ def _choose(
         name = name or (resume.parent.parent.name if in_run else None)
         run_dir = out_dir / name if name else _claim(out_dir, write)
         return _make(run_dir, config, write, fresh=not (run_dir / "config.json").exists()), resume
-    if resume is not None and name is None and resume == "last":
+    if resume == "last" and name is None:
         newest_run = newest(out_dir)
         if newest_run is not None:
             print(f"--resume last: continuing {newest_run.name}, the newest run in {out_dir}", file=sys.stderr)
