@@ -14,8 +14,10 @@ mixed-precision policy and DCP's sharded checkpoints run on CUDA). The checks, i
   checkpoint) through the emitted loop and through a minimal hand-written loop over in-memory CUDA tensors
   (HAND_LOOP below; ../shared/anchors/plain.py has no device flag), alternating; ratios of whole-process time and
   of mean time per step (timestamps per optimizer step, as benchmarks/loop_overhead.py takes them).
-- gpt2_small: the textlm project at GPT-2-small size (12 layers, 12 heads, 768 wide, block 1024, bf16-mixed,
-  torch.compile, batch 8): tokens/s and MFU as its progress lines report them (model.py's flops_per_token against
+- gpt2_small: the textlm project fine-tuning GPT-2 small (124M: 12 layers, 12 heads, 768 wide, block 1024) from
+  weights in Hugging Face's layout (`[model] init_from` = a folder this script writes: random weights of GPT-2's
+  shapes, and a byte-level vocab.json/merges.txt, as no download is possible), bf16-mixed, torch.compile, fused
+  AdamW, batch 8: tokens/s and MFU as its progress lines report them (model.py's flops_per_token against
   steps.py's peak for the device, 989 TFLOP/s dense bf16 on an H100/H200); the compile check of textlm.
 
 One JSON line per check on stdout as it ends, then a summary table; exit status 1 if a check failed. A check not
@@ -70,10 +72,12 @@ OVERHEAD_SPEC = {
     "cluster.nodes": 1,
     "hooks.emit": ["on_train_batch_end", "on_fit_end"],  # TIMING_HOOKS time each step
 }
+GPT2_SMALL = {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024, "vocab_size": 50257}
 GPT2_SMALL_SPEC = {
-    "model.n_layer": 12,
-    "model.n_head": 12,
-    "model.n_embd": 768,
+    "model.n_layer": GPT2_SMALL["n_layer"],
+    "model.n_head": GPT2_SMALL["n_head"],
+    "model.n_embd": GPT2_SMALL["n_embd"],
+    "model.bias": True,
     "model.dropout": 0.0,
     "data.block_size": 1024,
     "data.batch_size": 8,
@@ -201,6 +205,47 @@ class Budget:
 
     def left(self) -> float:
         return self.end - time.monotonic()
+
+
+def gpt2_shaped_weights(
+    folder: Path, n_layer: int, n_head: int, n_embd: int, n_positions: int, vocab_size: int
+) -> Path:
+    """A folder in Hugging Face's GPT-2 layout (config.json, model.safetensors with the hub's tensor names and
+    Conv1D shapes, vocab.json and merges.txt) holding random weights: what `init_from = PATH` reads, without a
+    download. The tokenizer is byte-level BPE with no merges (256 tokens): enough to feed the model."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"model_type": "gpt2", "n_layer": n_layer, "n_head": n_head, "n_embd": n_embd}
+    config |= {"n_positions": n_positions, "n_ctx": n_positions, "vocab_size": vocab_size, "layer_norm_epsilon": 1e-5}
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    generator = torch.Generator().manual_seed(0)
+
+    def normal(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator) * 0.02
+
+    tensors = {"wte.weight": normal(vocab_size, n_embd), "wpe.weight": normal(n_positions, n_embd)}
+    for i in range(n_layer):
+        for name, shape in {
+            "attn.c_attn": (n_embd, 3 * n_embd),
+            "attn.c_proj": (n_embd, n_embd),
+            "mlp.c_fc": (n_embd, 4 * n_embd),
+            "mlp.c_proj": (4 * n_embd, n_embd),
+        }.items():
+            tensors[f"h.{i}.{name}.weight"] = normal(*shape)
+            tensors[f"h.{i}.{name}.bias"] = torch.zeros(shape[1])
+        for norm in ("ln_1", "ln_2"):
+            tensors[f"h.{i}.{norm}.weight"], tensors[f"h.{i}.{norm}.bias"] = torch.ones(n_embd), torch.zeros(n_embd)
+    tensors["ln_f.weight"], tensors["ln_f.bias"] = torch.ones(n_embd), torch.zeros(n_embd)
+    save_file(tensors, str(folder / "model.safetensors"))
+    # GPT-2's byte-to-character table: printable bytes stand for themselves, the others for chr(256 + k).
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    characters = {b: chr(b) for b in printable} | {b: chr(256 + k) for k, b in enumerate(others)}
+    vocab = {characters[b]: i for i, b in enumerate(sorted(characters))}
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    return folder
 
 
 def generate(golden: str, updates: dict[str, object], folder: Path) -> Path:
@@ -382,6 +427,11 @@ def plan(scratch: Path, device: str, batches: int) -> list[Check]:
     ]
     for name, golden, precision, updates in variants:
         check = Check(name, golden, precision)
+        if name == "gpt2_small":  # the weights (500 MB) only where they are read: --dry-run renders the project
+            weights = scratch / "gpt2-small"
+            if device == "cuda":
+                gpt2_shaped_weights(weights, **GPT2_SMALL)
+            updates = {**updates, "model.init_from": str(weights)}
         out = scratch / "out" / f"{name}-{golden}-{precision}"
         check.flags = {"--device": device, "--dataset": "synthetic", "--max-epochs": 1}
         short = {"--limit-train-batches": batches, "--limit-val-batches": 2, "--limit-test-batches": 2}

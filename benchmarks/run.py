@@ -1,6 +1,6 @@
 """Every speed and memory target of ltgen, measured side by side with its anchor, in one command.
 
-Six figures, each an ltgen measure beside an anchor that does the same work the plainest way:
+Eight figures, each an ltgen measure beside an anchor that does the same work the plainest way:
 
 1. ltgen's own latency, whole process: `ltgen new p --gpus 4` (into a fresh folder), `ltgen regen` on an
    unchanged project, `ltgen --help`, `ltgen --version` and `ltgen check`, against `python -c "import copier"`.
@@ -18,6 +18,12 @@ Six figures, each an ltgen measure beside an anchor that does the same work the 
    short training run (20 steps; measured once, in the first round) against the file's size plus the same run's
    peak RSS on a 2 MB file; and data.load_csv's time to parse it, in a fresh process on every core, against
    `pandas.read_csv` of the same file (needs pandas: `pip install pandas`).
+7. The text task on a large corpus (benchmarks/text_scale.py; 200 MB of text files, 20 MB with --quick): the peak
+   RSS of a short training run from memory-mapped token files against the same run on a 2 MB corpus (0.2 MB), and
+   prepare.py's time to tokenize the corpus (--workers 1 and --workers 2) against a plain one-process script that
+   reads each file whole and encodes it with the same tokenizer. Measured once, in the first round.
+8. Activation checkpointing (benchmarks/activation_checkpointing.py): a GPT training step's peak memory and time
+   with `[model] activation_checkpointing = true` against the same step without it. Measured in the first round.
 
 Figures 2 to 4 run on one CPU thread (OMP_NUM_THREADS=1). Each round runs every pair back to back (figure 1's three times), which one
 goes first alternating; a ratio is ltgen / anchor within one round, and the report shows the
@@ -38,6 +44,7 @@ import datetime
 import importlib.metadata
 import importlib.util
 import itertools
+import json
 import os
 import platform
 import random
@@ -220,6 +227,14 @@ def seconds(module: str, call: str, path: Path, cwd: Path) -> float:
     return float(result.stdout)
 
 
+def script_json(script: str, *args: str) -> dict:
+    """The JSON object that benchmarks/SCRIPT prints last; its failure ends the benchmark."""
+    result = subprocess.run([sys.executable, str(HERE / script), *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"benchmarks/{script} failed:\n{result.stdout[-2000:]}{result.stderr[-3000:]}")
+    return json.loads(result.stdout[result.stdout.index("{") :])
+
+
 def ltgen_command() -> list[str]:
     """ltgen's console script beside this interpreter (not a shim in front of it), else `python -m ltgen`."""
     script = Path(sys.executable).parent / "ltgen"
@@ -241,7 +256,7 @@ def state_bytes_project(parent: Path, strategy: str) -> Path:
 class Benchmarks:
     """The six figures' rows, and one round of each."""
 
-    def __init__(self, scratch: Path, anchors: Path, lightning: bool, csv_mb: int) -> None:
+    def __init__(self, scratch: Path, anchors: Path, lightning: bool, csv_mb: int, quick: bool) -> None:
         self.scratch, self.anchors, self.lightning = scratch, anchors, lightning
         self.with_anchors = all((anchors / name).is_file() for name in ANCHORS)  # figures 2 and 3 need them
         self.ltgen = ltgen_command()
@@ -263,6 +278,16 @@ class Benchmarks:
         self.csv_rss = Row("6", f"training on a {csv_mb} MB CSV, peak RSS", anchor, "MiB", 1.5)
         self.csv_parse = Row("6", f"`data.load_csv`, {csv_mb} MB CSV", "`pandas.read_csv`", "s", 1.0)
         self.with_pandas = importlib.util.find_spec("pandas") is not None
+        self.quick = quick
+        big, small = ("20 MB", "0.2 MB") if quick else ("200 MB", "2 MB")
+        self.text_rss = Row("7", f"text training on a {big} corpus, peak RSS", f"the same run on {small}", "MiB", 1.10)
+        plain = "a plain one-process tokenizing script"
+        self.prepare = Row("7", f"`prepare.py --workers 1`, {big}", plain, "s", 1.0)
+        self.prepare_workers = Row("7", f"`prepare.py --workers 2`, {big}", plain, "s", 1.0)
+        self.ckpt_memory = Row(
+            "8", "GPT step, activation checkpointing, peak memory", "the same step without", "MiB", 0.6
+        )
+        self.ckpt_time = Row("8", "GPT step, activation checkpointing, time", "the same step without", "s", 1.4)
         subprocess.run([*self.ltgen, "new", "existing", "--gpus", "4"], cwd=scratch, check=True, capture_output=True)
         self.tiny = make_tiny_project(scratch)
         self.mnist = generate(scratch, "mnist", MNIST_SPEC)
@@ -278,7 +303,8 @@ class Benchmarks:
         lightning = [self.lit_step] if self.lightning else []
         anchored = [self.step, *lightning, self.epoch_time, self.epoch_rss] if self.with_anchors else []
         parse = [self.csv_parse] if self.with_pandas else []
-        return [*self.latency.values(), *anchored, self.startup, self.fsdp_state, self.csv_rss, *parse]
+        scale = [self.text_rss, self.prepare, self.prepare_workers, self.ckpt_memory, self.ckpt_time]
+        return [*self.latency.values(), *anchored, self.startup, self.fsdp_state, self.csv_rss, *parse, *scale]
 
     def fresh(self, stem: str) -> Path:
         """A new, empty folder in the scratch space."""
@@ -316,6 +342,7 @@ class Benchmarks:
             self.fsdp_state.add(self.state_mib("fsdp"), self.state_mib("ddp"))
             big, small = self.csv_files
             self.csv_rss.add(self.csv_peak_mib(big), big.stat().st_size / 2**20 + self.csv_peak_mib(small))
+            self.scale_round()
         if self.with_pandas:
             big = self.csv_files[0]
             self.csv_parse.add(
@@ -325,6 +352,18 @@ class Benchmarks:
                     swap,
                 )
             )
+
+    def scale_round(self) -> None:
+        """Figures 7 and 8, from their own scripts' JSON results."""
+        quick = ["--quick"] if self.quick else []
+        text = script_json("text_scale.py", *quick, "--work", str(self.fresh("text-scale")))
+        runs, speed = text["runs"], text["prepare_speed"]
+        self.text_rss.add(runs["big"]["train_peak_rss_mib"], runs["small"]["train_peak_rss_mib"])
+        self.prepare.add(speed["prepare_s"], speed["plain_s"])
+        self.prepare_workers.add(speed["prepare_workers2_s"], speed["plain_s"])
+        ckpt = script_json("activation_checkpointing.py", *quick)
+        self.ckpt_memory.add(ckpt["with"]["peak_mib"], ckpt["without"]["peak_mib"])
+        self.ckpt_time.add(ckpt["with"]["step_s"], ckpt["without"]["step_s"])
 
     def csv_peak_mib(self, file: Path) -> float:
         """Figure 6: the peak RSS of a short training run on `file`."""
@@ -378,6 +417,8 @@ FIGURES = {
     "4": "4. Start-up, whole process (one thread)",
     "5": "5. FSDP: parameters and optimizer state per rank",
     "6": "6. A large CSV file: training's peak RSS, and the parse (every core)",
+    "7": "7. A large text corpus: training's peak RSS, and prepare.py's tokenizing time",
+    "8": "8. Activation checkpointing: a GPT step's peak memory and time",
 }
 
 
@@ -442,7 +483,8 @@ def chart(rows: list[Row], path: Path) -> None:
     for row in rows:
         panels.setdefault((row.figure, row.unit), []).append(row)
     columns = 3
-    fig, axes = plt.subplots(-(-len(panels) // columns), columns, figsize=(15, 9), squeeze=False)
+    lines = -(-len(panels) // columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(15, 3 * lines), squeeze=False)
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     colors = {"ltgen": "tab:blue", "Lightning": "tab:orange"}
@@ -462,7 +504,7 @@ def chart(rows: list[Row], path: Path) -> None:
         ax.set_xlim(-0.8, len(panel) - 0.2)
         ax.set_ylim(0, 1.4 * max(max(statistics.median(row.ours), statistics.median(row.theirs)) for row in panel))
         ax.set_ylabel({"s": "seconds", "us": "microseconds per step", "MiB": "MiB"}[unit])
-        title = FIGURES[figure] + ("" if figure not in ("3", "6") else ": peak RSS" if unit == "MiB" else ": time")
+        title = FIGURES[figure] + ("" if figure not in ("3", "6", "7", "8") else ": peak RSS" if unit == "MiB" else ": time")
         ax.set_title(textwrap.fill(title, 50), fontsize=10)
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
@@ -494,7 +536,7 @@ def main() -> None:
         notes.append("Lightning not run (pass --lightning to time lit.py beside the floor)")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ltgen-bench-") as scratch:
-        benchmarks = Benchmarks(Path(scratch), anchors, lightning, QUICK_CSV_MB if args.quick else CSV_MB)
+        benchmarks = Benchmarks(Path(scratch), anchors, lightning, QUICK_CSV_MB if args.quick else CSV_MB, args.quick)
         if not benchmarks.with_pandas:
             notes.append(NO_PANDAS)
         if not benchmarks.with_anchors:  # said in the report, and in the verdict: never a silent gap

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -92,3 +94,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     started = LocalSlurm.start(tmp_path_factory.mktemp("slurm"), gpus=2)
     yield started
     started.stop()
+
+
+def import_module(project: Path, name: str = "model") -> ModuleType:
+    """The project's NAME.py as a module (its own imports resolved in the project, then forgotten)."""
+    sys.path.insert(0, str(project))
+    try:
+        sys.modules.pop(name, None)
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(project))
+        sys.modules.pop(name, None)

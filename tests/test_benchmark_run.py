@@ -23,6 +23,11 @@ ROWS = [  # figures 1, 4, 5 and 6: against copier's import, benchmarks/startup_a
     "`train.py --fast-dev-run`",
     "FSDP, state per rank (2 ranks)",
     "training on a 20 MB CSV, peak RSS",
+    "text training on a 20 MB corpus, peak RSS",  # figures 7 and 8: their own scripts, --quick
+    "`prepare.py --workers 1`, 20 MB",
+    "`prepare.py --workers 2`, 20 MB",
+    "GPT step, activation checkpointing, peak memory",
+    "GPT step, activation checkpointing, time",
 ]
 ANCHORED_ROWS = [  # figures 2 and 3: against the shared anchors' floor.py and plain.py
     "emitted loop, per step (tiny task)",
@@ -52,7 +57,7 @@ def test_quick_run_reports_every_figure(tmp_path: Path) -> None:
         row = re.search(rf"^\| {re.escape(label)} \|.*\| (\d+\.\d+)x \|.*\| (yes|no) \|$", report, re.MULTILINE)
         assert row, f"no row with a ratio for {label} in:\n{report}"
         assert float(row[1]) > 0
-    for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6."):
+    for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## 7.", "## 8."):
         assert heading in report
     assert re.search(r"Python \d+\.\d+.*torch \S+.*ltgen \S+", report)  # machine and versions stamped
     verdict = result.stdout.rstrip().splitlines()[-1]

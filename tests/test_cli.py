@@ -64,7 +64,7 @@ def test_new_flags_seed_the_spec(tmp_path: Path) -> None:
     [
         (["--dataset", "cifar10"], "resnet", True, ["numpy>=1.24", "pillow>=10"]),
         (["--dataset", "image_folder", "--model", "cnn"], "cnn", True, ["pillow>=10"]),
-        (["--dataset", "text"], "gpt", False, []),
+        (["--dataset", "text"], "gpt", False, ["numpy>=1.24"]),  # the token files' memory maps
         (["--dataset", "csv"], "mlp", False, ["numpy>=1.24", "pyarrow>=16"]),
         (["--dataset", "custom"], "custom", False, []),
     ],
@@ -87,7 +87,34 @@ def test_new_gan_turns_on_manual_optimization_and_keeps_only_last(tmp_path: Path
     spec = parse((tmp_path / "g/ltgen.toml").read_text())
     assert spec["model"]["arch"] == "gan" and spec["trainer"]["manual_optimization"] is True
     assert (spec["optim"]["scheduler"], spec["checkpoint"]["save_top_k"]) == ("none", 0)
+    assert spec["optim"]["betas"] == [0.5, 0.999]  # DCGAN's (other models: Adam's default, [0.9, 0.999])
     assert (tmp_path / "g/manual.py").is_file() and "def sample_images" in (tmp_path / "g/steps.py").read_text()
+
+
+def test_new_text_takes_nanogpts_optimizer_settings(tmp_path: Path) -> None:
+    result = ltgen("new", "lm", "--dir", str(tmp_path), "--dataset", "text")
+    assert result.exit_code == 0, result.output
+    spec = parse((tmp_path / "lm/ltgen.toml").read_text())
+    optim = spec["optim"]
+    assert (optim["betas"], optim["weight_decay"], optim["min_lr"], optim["warmup_steps"]) == (
+        [0.9, 0.99],
+        0.1,
+        1e-4,
+        100,
+    )
+    assert spec["trainer"]["gradient_clip_val"] == 1.0
+    steps = (tmp_path / "lm/steps.py").read_text()
+    assert "betas=(0.9, 0.99)" in steps and 'if p.dim() >= 2], "weight_decay": 0.1' in steps
+
+
+def test_new_timm_on_an_image_folder_reads_images_at_the_backbones_size(tmp_path: Path) -> None:
+    result = ltgen("new", "x", "--dir", str(tmp_path), "--dataset", "image_folder", "--model", "timm")
+    assert result.exit_code == 0, result.output
+    spec = parse((tmp_path / "x/ltgen.toml").read_text())
+    assert (spec["model"]["arch"], spec["data"]["image_size"]) == ("timm", 224)  # ImageNet's, not upsampled from 64
+    assert "timm>=1.0" in tomllib.loads((tmp_path / "x/pyproject.toml").read_text())["project"]["dependencies"]
+    on_mnist = ltgen("new", "m", "--dir", str(tmp_path), "--dataset", "mnist", "--model", "timm")
+    assert on_mnist.exit_code == 0 and "no effect" not in on_mnist.output  # image_size is image_folder's alone
 
 
 def test_new_with_strategy_fsdp_writes_the_sharding(tmp_path: Path) -> None:

@@ -254,7 +254,7 @@ def conflicted_project(path: Path) -> Path:
     edit_file(project, "steps.py", lambda text: text + '\n\nBANNER = """\n=======\n"""\n')  # a bare ======= of theirs
     mine = line_with((project / "steps.py").read_text(), "optimizer = torch.optim.") + "  # tuned"
     edit_file(project, "steps.py", replacing("optimizer = torch.optim.", mine))
-    edit_spec(project, {"optim.optimizer": "sgd"})
+    edit_spec(project, {"optim.betas": [0.9, 0.95]})  # the spec changes that same line
     assert ltgen("regen", project).exit_code == 1
     return project
 

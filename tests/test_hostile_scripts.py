@@ -184,12 +184,12 @@ HAS = {
     "image": "input_shape, num_outputs, classes",
     "classifier": "input_shape, features, mean, std, target, num_outputs, classes",
     "regression": "input_shape, features, mean, std, target, num_outputs, target_mean, target_std",
-    "text": "vocab, block_size, input_shape, num_outputs",
+    "text": "tokenizer, block_size, input_shape, num_outputs",
 }
 PROJECT_KIND = {
     "classifier": "a CSV classifier",
     "regression": "a CSV regression model",
-    "text": "a character-level language model",
+    "text": "a language model",
 }
 
 
@@ -328,7 +328,7 @@ def test_sample_py_streams_each_character_as_it_is_drawn(trained: dict) -> None:
 def test_sample_py_without_prompt_starts_from_a_character_the_model_saw(trained: dict) -> None:
     """The text has no newline, so the default prompt is its first character; the byte order mark is not one."""
     project, out = trained["text"]
-    vocab = torch.load(out / TRAINED / "checkpoints/last.pt", weights_only=True)["data_info"]["vocab"]
+    vocab = torch.load(out / TRAINED / "checkpoints/last.pt", weights_only=True)["data_info"]["tokenizer"]["vocab"]
     assert vocab == "".join(sorted(set(TEXT[1:])))  # no "\ufeff"
     result = run_python(project, "sample.py", "--out-dir", str(out), "--device", "cpu", "--max-new-tokens", "5")
     assert result.returncode == 0, result.stderr
@@ -338,7 +338,7 @@ def test_sample_py_without_prompt_starts_from_a_character_the_model_saw(trained:
 # 6. The text reader: a folder or a named pipe where the text file should be.
 
 NOT_A_TEXT_FILE = {
-    "folder": "is a folder: set [data] text_file to a UTF-8 text file in --data-dir",
+    "folder": "holds no .txt, .md or .jsonl files (each may be .gz): put the corpus there",  # a corpus folder
     "named pipe": "is not a regular file (a named pipe or a device): copy the text into a file",
 }
 

@@ -259,14 +259,18 @@ def test_a_learning_rate_the_optimizer_would_overflow_on_is_refused_before_any_w
 # 7. A text of one character, repeated.
 
 
-def test_a_text_of_one_repeated_character_is_refused(root: Path, tmp_path: Path) -> None:
+def test_a_text_of_one_repeated_character_is_refused(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     project = make_project(root / "text", {"data.dataset": "text", **TINY_GPT, "data.samples_per_epoch": 32, **QUIET})
     (tmp_path / "input.txt").write_text("a" * 500)
     data = import_from(project, "data")
-    with pytest.raises(SystemExit) as stopped:  # a message: printed as it is, exit status 1
+    with pytest.raises(SystemExit) as stopped:  # bad input: one line on stderr, exit status 2
         data.make_datasets("text", tmp_path, 42)
-    assert stopped.value.code == (
+    assert stopped.value.code == 2
+    assert (
         "the text is one character, 'a', repeated: there is nothing to learn; use a real text"
+        in capsys.readouterr().err
     )
     assert (tmp_path / "input.txt").read_text() == "a" * 500
 

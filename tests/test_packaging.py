@@ -20,7 +20,7 @@ README = (ROOT / "README.md").read_text()
 def test_readme_opens_with_the_install_and_test_commands_and_ci_runs_the_latter() -> None:
     first_commands = [line.strip() for line in README.splitlines()[1:6] if line.startswith("    ")]
     assert first_commands[0].startswith("pip install . && ltgen new mnist --gpus 4")
-    assert first_commands[1].endswith("# the whole test suite (installs torch CPU and SLURM first)")
+    assert first_commands[1].endswith("# the whole test suite (installs torch, torchvision and SLURM first)")
     assert "python -m pytest" in first_commands[1]
     assert "# the whole test suite" in (ROOT / ".ci/run").read_text()
 

@@ -100,9 +100,9 @@ def test_edits_and_spec_changes_in_the_same_files_merge(tmp_path: Path) -> None:
 def test_an_edit_the_spec_change_also_touches_conflicts_and_loses_nothing(tmp_path: Path) -> None:
     project = make_project(tmp_path / "demo")
     generated = optimizer_line((project / "steps.py").read_text())
-    mine = generated.replace("weight_decay=0.01", "weight_decay=0.05") + "  # tuned"
+    mine = generated.replace("lr=lr", "lr=lr * 2") + "  # tuned"
     edit_file(project, "steps.py", replacing("optimizer = torch.optim.", mine))
-    text = edit_spec(project, {"optim.optimizer": "sgd"})
+    text = edit_spec(project, {"optim.betas": [0.9, 0.95]})  # the spec changes that same line
     result = ltgen("regen", project)
 
     assert result.exit_code == 1, result.output

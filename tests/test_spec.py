@@ -149,9 +149,9 @@ def test_with_values_keeps_comments_and_layout() -> None:
 @pytest.mark.parametrize(
     ("dataset", "arch", "valid"),
     [
-        ("mnist", "gpt", '"mlp" or "cnn" or "resnet" or "gan"'),
-        ("cifar10", "custom", '"mlp" or "cnn" or "resnet" or "gan"'),
-        ("image_folder", "gan", '"mlp" or "cnn" or "resnet"'),
+        ("mnist", "gpt", '"mlp" or "cnn" or "resnet" or "timm" or "gan"'),
+        ("cifar10", "custom", '"mlp" or "cnn" or "resnet" or "timm" or "gan"'),
+        ("image_folder", "gan", '"mlp" or "cnn" or "resnet" or "timm"'),
         ("csv", "resnet", '"mlp"'),
         ("text", "mlp", '"gpt"'),
         ("custom", "cnn", '"custom" or "mlp"'),
@@ -206,7 +206,7 @@ def test_a_gan_needs_manual_optimization_and_a_constant_learning_rate() -> None:
     spec = parse(
         GAN + '[trainer]\nmanual_optimization = true\n[optim]\nscheduler = "none"\n[checkpoint]\nsave_top_k = 0\n'
     )
-    assert (spec["model"]["latent_dim"], spec["optim"]["betas"]) == (100, [0.5, 0.999])
+    assert spec["model"]["latent_dim"] == 100  # its betas: DCGAN's [0.5, 0.999], which `ltgen new --model gan` writes
 
 
 @pytest.mark.parametrize(
@@ -242,3 +242,54 @@ def test_fsdp_settings_that_cannot_work_are_refused(text: str, key: str, fragmen
 def test_fsdp_on_several_gpus_is_valid() -> None:
     spec = parse('[cluster]\ngpus = 2\nstrategy = "fsdp"\nfsdp_cpu_offload = true\n')
     assert (spec["cluster"]["strategy"], spec["cluster"]["fsdp_cpu_offload"]) == ("fsdp", True)
+
+
+GPT2_SMALL = '[data]\ndataset = "text"\n[model]\narch = "gpt"\ninit_from = "gpt2"\n'
+GPT2_SHAPE = "n_layer = 12\nn_head = 12\nn_embd = 768\nbias = true\n"
+
+
+def test_gpt2_from_the_hub_fixes_the_architecture_and_the_block_size() -> None:
+    assert problems(GPT2_SMALL + "n_layer = 6\n") == [
+        'ltgen.toml:6: model.n_layer: expected 12, the value of init_from = "gpt2"\'s weights',
+        'ltgen.toml: model.n_head: expected 12, the value of init_from = "gpt2"\'s weights',
+        'ltgen.toml: model.n_embd: expected 768, the value of init_from = "gpt2"\'s weights',
+        'ltgen.toml: model.bias: expected true: init_from = "gpt2"\'s weights have biases',
+    ]
+    parse(GPT2_SMALL + GPT2_SHAPE)  # GPT-2's own shape: valid
+    too_long = (GPT2_SMALL + GPT2_SHAPE).replace('dataset = "text"\n', 'dataset = "text"\nblock_size = 2048\n')
+    assert problems(too_long) == [
+        "ltgen.toml:3: data.block_size: expected at most 1024: GPT-2's weights have 1024 positions"
+    ]
+
+
+def test_a_misspelt_gpt2_name_is_told_apart_from_a_path() -> None:
+    found = problems(GPT2_SMALL.replace('"gpt2"', '"gtp2"') + GPT2_SHAPE)
+    assert found == ['ltgen.toml:5: model.init_from: "gtp2" is no GPT-2 on the hub and no path: did you mean "gpt2"?']
+    parse(GPT2_SMALL.replace('"gpt2"', '"weights/gpt2-small"'))  # a path: its config is checked when train.py runs
+
+
+def test_gpt2_weights_bring_gpt2s_tokenizer() -> None:
+    spec = GPT2_SMALL.replace('"gpt2"', '"w/gpt2"').replace(
+        'dataset = "text"\n', 'dataset = "text"\ntokenizer = "bpe"\n'
+    )
+    assert [str(w) for w in parse(spec, file="ltgen.toml").warnings] == [
+        (
+            'ltgen.toml line 3: [data] tokenizer = "bpe" has no effect with [model] init_from "w/gpt2" (it applies '
+            'to init_from = "scratch"); remove it or set it back to "char"'
+        )
+    ]
+
+
+def test_the_cosine_ends_below_the_learning_rate() -> None:
+    found = problems("[optim]\nlr = 0.001\nmin_lr = 0.001\n")
+    assert found == ["ltgen.toml:3: optim.min_lr: expected less than lr (0.001): the cosine decays from lr to min_lr"]
+    warnings = parse('[optim]\nscheduler = "step"\nmin_lr = 0.1\n', file="ltgen.toml").warnings
+    assert str(warnings[0]).startswith('ltgen.toml line 3: [optim] min_lr = 0.1 has no effect with scheduler "step"')
+
+
+def test_timm_backbones_fit_image_datasets_and_ddp_only() -> None:
+    parse('[model]\narch = "timm"\ntimm_model = "convnext_tiny.fb_in22k"\n')
+    assert problems('[model]\narch = "timm"\n[data]\ndataset = "csv"\n')[0].endswith('choose "mlp"')
+    assert "a timm model name" in problems('[model]\narch = "timm"\ntimm_model = "timm/resnet50"\n')[0]
+    fsdp = '[model]\narch = "timm"\n[cluster]\ngpus = 2\nstrategy = "fsdp"\n'
+    assert any('"fsdp" does not support arch = "timm"' in p for p in problems(fsdp))

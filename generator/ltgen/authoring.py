@@ -6,7 +6,7 @@ from typing import Any
 
 from ltgen.checks import toml_value
 from ltgen.features.sweep import SPACE_EXAMPLE
-from ltgen.features.task import DATASET_SEEDS, MODEL_SEEDS
+from ltgen.features.task import DATASET_SEEDS, MODEL_SEEDS, PAIR_SEEDS
 from ltgen.parsing import SPEC_FILE
 from ltgen.schema import SCHEMA
 
@@ -22,6 +22,11 @@ def dataset_seeds(dataset: str) -> dict[str, Any]:
 def model_seeds(arch: str) -> dict[str, Any]:
     """The dotted keys `ltgen new --model M` sets besides model.arch."""
     return dict(MODEL_SEEDS.get(arch, {}))
+
+
+def pair_seeds(dataset: str, arch: str) -> dict[str, Any]:
+    """The dotted keys `ltgen new --dataset D --model M` sets for that pair."""
+    return dict(PAIR_SEEDS.get((dataset, arch), {}))
 
 
 def default_text(name: str) -> str:

@@ -22,6 +22,7 @@ from ltgen.spec import (
     dataset_seeds,
     default_text,
     model_seeds,
+    pair_seeds,
     parse,
     read,
     with_values,
@@ -170,6 +171,8 @@ def new(
         seeds = dataset_seeds(dataset.value) | seeds
     if "model.arch" in seeds:  # and the model's own (a GAN's manual optimization)
         seeds = model_seeds(seeds["model.arch"]) | seeds
+    if "data.dataset" in seeds and "model.arch" in seeds:  # and the pair's (a timm backbone's image size)
+        seeds = pair_seeds(seeds["data.dataset"], seeds["model.arch"]) | seeds
     updates = {"project.name": name, **seeds}
     try:
         text = with_values(text, updates)

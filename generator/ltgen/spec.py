@@ -9,7 +9,7 @@ rules across keys), parsing (parse, read, load) and authoring (the spec `ltgen n
 
 from __future__ import annotations
 
-from ltgen.authoring import dataset_seeds, default_text, model_seeds, with_values
+from ltgen.authoring import dataset_seeds, default_text, model_seeds, pair_seeds, with_values
 from ltgen.checks import MAX_COUNT, METRIC_PATTERN, NAME_PATTERN, Key
 from ltgen.features.hooks import HOOKS
 from ltgen.features.strategy import distributed
@@ -51,6 +51,7 @@ __all__ = [
     "distributed",
     "load",
     "model_seeds",
+    "pair_seeds",
     "parse",
     "read",
     "with_values",

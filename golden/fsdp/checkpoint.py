@@ -30,9 +30,9 @@ from torch.distributed.checkpoint.state_dict import (
 import flags
 import runs
 
-KIND = "a character-level language model"  # what this project's checkpoints hold: save() writes it into each one
+KIND = "a language model"  # what this project's checkpoints hold: save() writes it into each one
 # The data_info fields (and their types) that build_model, predict.py and sample.py read: check_kind refuses others.
-DATA_INFO = {"vocab": str, "block_size": int, "input_shape": list, "num_outputs": int}
+DATA_INFO = {"tokenizer": dict, "block_size": int, "input_shape": list, "num_outputs": int}
 TRAIN_STATE = "train_state.pt"  # in each checkpoint folder, beside the shards: all but the model and optimizer
 REQUIRED_KEYS = ("epoch", "global_step", "batch_in_epoch", "rng")
 # What torch.load raises on a damaged or foreign file: almost anything, as its unpickler parses the bytes

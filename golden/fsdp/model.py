@@ -1,17 +1,40 @@
 """The model: a GPT (nanoGPT's), 6 pre-LayerNorm transformer blocks of causal self-attention and a GELU MLP,
-learned position embeddings, and an output layer that shares the token embedding's weights."""
+learned position embeddings, and an output layer that shares the token embedding's weights.
+generate() continues a text with a cache of each block's keys and values (sample.py uses it)."""
 
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 N_LAYER = 6  # [model] n_layer: transformer blocks
 N_HEAD = 6  # [model] n_head: attention heads
 N_EMBD = 384  # [model] n_embd: embedding width, a multiple of N_HEAD
 BIAS = False  # [model] bias: biases in the Linear layers and LayerNorms (GPT-2 has them)
 DROPOUT = 0.1  # [model] dropout: on the embeddings, the attention weights and each residual branch
+# [model] activation_checkpointing: in training, keep only each block's input and recompute its activations in the
+# backward pass: far less memory for activations, for about one more forward pass of compute.
+ACTIVATION_CHECKPOINTING = True
+
+
+class KVCache:
+    """The keys and values of the positions a block has seen so far (B x heads x positions x head size), so that
+    generating a token runs the model on that token alone."""
+
+    def __init__(self) -> None:
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+        self.length = 0  # positions cached
+
+    def extend(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add the new positions' keys and values; return those of every position so far."""
+        if self.keys is not None:
+            keys, values = torch.cat([self.keys, keys], dim=2), torch.cat([self.values, values], dim=2)
+        self.keys, self.values, self.length = keys, values, keys.shape[2]
+        return keys, values
 
 
 class CausalSelfAttention(nn.Module):
@@ -23,13 +46,18 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(N_EMBD, N_EMBD, bias=BIAS)
         self.dropout = nn.Dropout(DROPOUT)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         batch, time, channels = x.shape
         q, k, v = (
             t.view(batch, time, N_HEAD, channels // N_HEAD).transpose(1, 2) for t in self.qkv(x).split(N_EMBD, dim=2)
         )
-        # Flash or memory-efficient attention where the device has it; is_causal masks the future.
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=DROPOUT if self.training else 0.0, is_causal=True)
+        if cache is not None:
+            k, v = cache.extend(k, v)
+        # Flash or memory-efficient attention where the device has it; is_causal masks the future. With a cache,
+        # either all positions are new (the prompt) or one is, which may see every cached one: no mask.
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=DROPOUT if self.training else 0.0, is_causal=k.shape[2] == time
+        )
         y = y.transpose(1, 2).contiguous().view(batch, time, channels)
         return self.dropout(self.proj(y))
 
@@ -49,8 +77,17 @@ class Block(nn.Module):
             nn.Dropout(DROPOUT),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        if ACTIVATION_CHECKPOINTING and self.training and torch.is_grad_enabled():
+            # Non-reentrant checkpointing: only x is kept; the backward pass reruns the block (with the same
+            # dropout masks: the random state is restored), under DDP and FSDP alike (FSDP gathers the block's
+            # weights for its backward pass, which the rerun uses).
+            return checkpoint(self.residual, x, use_reentrant=False)
+        return self.residual(x, cache)
+
+    def residual(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The block's computation, which forward() may have checkpointed."""
+        x = x + self.attn(self.ln_1(x), cache)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -74,12 +111,14 @@ class GPT(nn.Module):
             for layer in (block.attn.proj, block.mlp[2]):
                 nn.init.normal_(layer.weight, mean=0.0, std=0.02 / math.sqrt(2 * N_LAYER))
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(idx.shape[1], device=idx.device)
+    def forward(self, idx: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
+        """caches (generate()'s): one per block; idx then holds the positions after the cached ones."""
+        start = caches[0].length if caches else 0
+        positions = torch.arange(start, start + idx.shape[1], device=idx.device)
         x = self.tok_emb(idx) + self.pos_emb(positions)
         x = self.dropout(x)
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, caches[i] if caches else None)
         return self.lm_head(self.ln_f(x))
 
 
@@ -108,22 +147,61 @@ def flops_per_token(model: GPT) -> float:
 
 @torch.no_grad()
 def generate(
-    model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    kv_cache: bool = True,
 ) -> torch.Tensor:
     """Continue each row of `idx` (B x T token ids) by max_new_tokens tokens, sampled one at a time from the
-    model's distribution: sharpened by temperature < 1 (0: always the likeliest), cut to the top_k likeliest."""
+    model's distribution: sharpened by temperature < 1 (0: always the likeliest), cut to the top_k likeliest and
+    to the fewest likeliest whose probabilities add up to top_p (nucleus sampling). kv_cache=False runs the whole
+    context at every step: the same tokens, more slowly."""
+    return torch.cat([idx, *stream(model, idx, max_new_tokens, temperature, top_k, top_p, kv_cache)], dim=1)
+
+
+@torch.no_grad()
+def stream(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    kv_cache: bool = True,
+) -> Iterator[torch.Tensor]:
+    """generate()'s new tokens (B x 1) one at a time, as each is drawn."""
+    caches = None
     for _ in range(max_new_tokens):
-        logits = model(idx[:, -model.block_size :])[:, -1, :]  # the model sees at most block_size tokens
-        if temperature == 0:
-            next_token = logits.argmax(-1, keepdim=True)
+        if caches and caches[0].length < model.block_size:
+            logits = model(idx[:, -1:], caches)  # the newest token alone: the others' keys and values are cached
         else:
-            logits = logits / temperature
-            if top_k:
-                kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
-                logits = logits.masked_fill(logits < kth, -math.inf)
-            next_token = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
-        idx = torch.cat([idx, next_token], dim=1)
-    return idx
+            # The prompt; or a context past block_size, whose window of the last block_size tokens moves at each
+            # step: every token's position changes, and with it every key and value, so the window runs whole.
+            caches = [KVCache() for _ in model.blocks] if kv_cache and idx.shape[1] < model.block_size else None
+            logits = model(idx[:, -model.block_size :], caches)
+        token = next_token(logits[:, -1, :], temperature, top_k, top_p)
+        idx = torch.cat([idx, token], dim=1)
+        yield token
+
+
+def next_token(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """A token for each row of logits (B x vocab_size), drawn as generate() says: B x 1 ids."""
+    if temperature == 0:
+        return logits.argmax(-1, keepdim=True)
+    logits = logits / temperature
+    if top_k:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = F.softmax(sorted_logits, dim=-1)
+        # A token is dropped when the likelier ones already add up to top_p; the likeliest always stays.
+        drop = probs.cumsum(dim=-1) - probs >= top_p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), -math.inf)
+    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
 
 
 def fsdp_blocks(model: nn.Module) -> list[nn.Module]:

@@ -1,8 +1,12 @@
 """Generate text with a trained checkpoint (nanoGPT's sample.py). Each sample is printed as it is generated.
 
+The prompt is encoded, and the output decoded, with the tokenizer saved in the checkpoint; each new token reuses
+the keys and values the model computed for the ones before it (model.py's KVCache).
+
 Usage:
     python sample.py --prompt "ROMEO:"                      # the best checkpoint of the newest run in outputs/
-    python sample.py --num-samples 3 --temperature 0.8 --top-k 50
+    python sample.py --num-samples 3 --temperature 0.8 --top-k 50 --top-p 0.95
+    python sample.py --prompt-file prompt.txt               # a longer prompt, from a UTF-8 file
     python sample.py --checkpoint outputs/version_0/checkpoints/last --device cpu
 """
 
@@ -15,7 +19,8 @@ import torch
 
 import checkpoint
 import flags
-from model import build_model, generate
+import tokenizer
+from model import build_model, stream
 
 MAX_NEW_TOKENS = 1_000_000  # characters per sample: hours on a CPU already
 MAX_SAMPLES = 10_000
@@ -32,10 +37,12 @@ def parse_args() -> argparse.Namespace:
         help="a checkpoint train.py saved (default: the best in --out-dir)",
     )
     parser.add_argument("--out-dir", type=Path, default=Path("outputs"), help="train.py's --out-dir")
-    parser.add_argument(
+    prompt = parser.add_mutually_exclusive_group()
+    prompt.add_argument(
         "--prompt",
         help="the text to continue, in characters of the training text (default: a newline, else the first of them)",
     )
+    prompt.add_argument("--prompt-file", type=flags.existing("file"), help="a UTF-8 text file whose text to continue")
     parser.add_argument(
         "--max-new-tokens", type=flags.integer(0, MAX_NEW_TOKENS), default=500, help="characters to generate per sample"
     )
@@ -48,13 +55,50 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--top-k", type=flags.integer(0), default=200, help="sample from the k likeliest characters only; 0: all"
     )
+    parser.add_argument(
+        "--top-p",
+        type=float,
+        default=1.0,
+        help="sample from the fewest likeliest characters whose probabilities add up to p (nucleus sampling); 1: all",
+    )
     parser.add_argument("--num-samples", type=flags.integer(1, MAX_SAMPLES), default=1)
     parser.add_argument("--seed", type=flags.integer(0), default=1337)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     args = parser.parse_args()
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         parser.error(f"argument --temperature: {args.temperature} is not a finite number >= 0")
+    if not 0 < args.top_p <= 1:  # NaN too
+        parser.error(f"argument --top-p: {args.top_p} is not a probability in (0, 1]")
     return args
+
+
+def read_prompt(args: argparse.Namespace, tok: tokenizer.Tokenizer, data_info: dict) -> tuple[str, list[int]]:
+    """The prompt's text and token ids: --prompt's, --prompt-file's, or the default."""
+    flag = "--prompt-file" if args.prompt_file else "--prompt"
+    if args.prompt_file:
+        try:
+            prompt = args.prompt_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            byte = f"byte {error.start} (0x{error.object[error.start]:02x})"
+            flags.fail(f"--prompt-file {args.prompt_file} is not UTF-8 text: {byte}; save it as UTF-8")
+        except OSError as error:
+            flags.fail(f"--prompt-file {args.prompt_file}: {error.strerror}")
+    elif args.prompt is not None:
+        prompt = args.prompt
+    else:
+        vocab = data_info["tokenizer"]["vocab"]
+        prompt = "\n" if "\n" in vocab else vocab[0]
+    if not prompt:
+        flags.fail(f"{flag} is empty: give at least one character, or leave --prompt out")
+    try:
+        return prompt, tok.encode(prompt)
+    except ValueError:  # characters not in the vocabulary
+        vocab = data_info["tokenizer"]["vocab"]
+        unknown = sorted(set(prompt) - set(vocab))
+        flags.fail(
+            f"{flag} has characters the model never saw in training: {' '.join(map(repr, unknown))}; "
+            f"use characters of the training text, such as {vocab[:40]!r}"
+        )
 
 
 def main() -> None:
@@ -67,29 +111,18 @@ def main() -> None:
     data_info = state["data_info"]
     model = checkpoint.load_weights(build_model(data_info, device), state, path)
     print(f"Sampling from {path} (step {state.get('global_step', '?')})", file=sys.stderr)
+    tok = tokenizer.from_state(data_info["tokenizer"])
+    prompt, ids = read_prompt(args, tok, data_info)
 
-    vocab = data_info["vocab"]
-    stoi = {char: i for i, char in enumerate(vocab)}
-    prompt = args.prompt if args.prompt is not None else "\n" if "\n" in stoi else vocab[0]
-    unknown = sorted(set(prompt) - set(stoi))
-    if unknown:
-        flags.fail(
-            f"--prompt has characters the model never saw in training: {' '.join(map(repr, unknown))}; "
-            f"use characters of the training text, such as {vocab[:40]!r}"
-        )
-    if not prompt:
-        flags.fail("--prompt is empty: give at least one character, or leave --prompt out")
     temperature = args.temperature if args.temperature >= GREEDY_BELOW else 0.0
-    top_k = args.top_k or None
     torch.manual_seed(args.seed)
     for i in range(args.num_samples):
         if i:
             print("\n---------------")
         print(prompt, end="", flush=True)
-        tokens = torch.tensor([[stoi[char] for char in prompt]], device=device)
-        for _ in range(args.max_new_tokens):  # one character at a time, printed as soon as it is drawn
-            tokens = generate(model, tokens[:, -data_info["block_size"] :], 1, temperature, top_k)
-            print(vocab[tokens[0, -1].item()], end="", flush=True)
+        tokens = torch.tensor([ids], device=device)
+        for token in stream(model, tokens, args.max_new_tokens, temperature, args.top_k or None, args.top_p):
+            print(tok.decode(token[0].tolist()), end="", flush=True)  # each character as soon as it is drawn
     print()
 
 

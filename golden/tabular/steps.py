@@ -51,5 +51,10 @@ def configure_optimizers(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """The optimizer, and the learning-rate schedule (stepped after each optimizer step)."""
     fused = next(model.parameters()).is_cuda  # one kernel for all parameters on the GPU
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, fused=fused)
+    # Weight decay on matrices and embeddings only (nanoGPT's rule): decaying biases and norm scales only hurts.
+    params = [
+        {"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": 0.01},
+        {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), fused=fused)
     return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))

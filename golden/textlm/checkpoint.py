@@ -18,9 +18,9 @@ import torch.distributed as dist
 import flags
 import runs
 
-KIND = "a character-level language model"  # what this project's checkpoints hold: save() writes it into each one
+KIND = "a language model"  # what this project's checkpoints hold: save() writes it into each one
 # The data_info fields (and their types) that build_model, predict.py and sample.py read: check_kind refuses others.
-DATA_INFO = {"vocab": str, "block_size": int, "input_shape": list, "num_outputs": int}
+DATA_INFO = {"tokenizer": dict, "block_size": int, "input_shape": list, "num_outputs": int}
 REQUIRED_KEYS = ("model", "optimizer", "epoch", "global_step", "batch_in_epoch", "rng")
 # What torch.load raises on a damaged or foreign file: almost anything, as its unpickler parses the bytes
 # (OSError, EOFError, RuntimeError, ValueError, IndexError, KeyError, struct.error, AssertionError, ...).

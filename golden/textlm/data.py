@@ -1,35 +1,63 @@
-"""Data: a character-level token stream from 'input.txt' in --data-dir (Tiny Shakespeare when it is missing),
-or from a generated text (--dataset synthetic).
+"""Data: windows of a token stream, from the corpus 'input.txt' in --data-dir (Tiny Shakespeare when it is missing),
+tokenized once by prepare.py into token files read through memory maps, or from a generated text tokenized in memory
+(--dataset synthetic).
 
-The vocabulary is the sorted set of the text's characters; it goes into every checkpoint (data_info), so
-sample.py encodes prompts the way training did. The text is split in order: the first 90% for training,
-the next 5% for validation and the last 5% for test (nanoGPT's 90/10 split, its held-out part halved).
-Training samples are windows at random offsets, `[data] samples_per_epoch` of them an epoch; validation
-and test read their part once, in consecutive windows.
+The tokenizer (tokenizer.py) goes into every checkpoint (data_info), so sample.py encodes prompts the way training
+did. The stream is split in order: the first 90% for training, the next 5% for validation and the last 5% for test
+(nanoGPT's 90/10 split, its held-out part halved). Training samples are windows at random offsets, `[data]
+samples_per_epoch` of them an epoch; validation and test read their part once, in consecutive windows.
 """
 
-import hashlib
-import http.client
 import math
+import mmap
 import random
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
 
-from flags import fail  # a path that is no file ends as a bad flag does
+from prepare import SPLITS, TEXT_FILE, TOKENS, prepare, split_points, token_dtype
+from tokenizer import Tokenizer
 
-TEXT_FILE = "input.txt"  # [data] text_file, in --data-dir
-BLOCK_SIZE = 256  # [data] block_size: characters of context the model sees
+BLOCK_SIZE = 256  # [data] block_size: tokens of context the model sees
 SAMPLES_PER_EPOCH = 32000  # [data] samples_per_epoch: random training windows that make an epoch
-TRAIN_FRACTION = 0.9  # the first 90% of the text trains; the rest is halved into validation and test
 SYNTHETIC_CHARS = 200_000  # length of the generated text (--dataset synthetic)
-SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"  # of its 1115394 bytes
-DOWNLOAD_TIMEOUT = 5  # seconds a server may take to accept a connection or to send the next bytes
+
+
+class Tokens:
+    """A token stream: a token file, mapped afresh for each batch, or an array in memory (--dataset synthetic).
+
+    A map kept open would hold every page an epoch has read in the process's memory, up to the whole file; mapped
+    per batch (as nanoGPT does), memory holds a batch's pages only, whatever the corpus size. The file stays open:
+    token files prepared again meanwhile (for a changed corpus) are new files, and this run reads on in its own.
+    """
+
+    def __init__(self, tokens: Path | np.ndarray, dtype: np.dtype, length: int) -> None:
+        self.tokens, self.dtype, self.length = tokens, dtype, length
+        self.file = None  # the token file, open from the first batch on
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "file": None}  # a worker process that is spawned, not forked, opens it again
+
+    def windows(self, starts: torch.Tensor) -> list[torch.Tensor]:
+        """[inputs, targets] (B x BLOCK_SIZE, int64) of the windows starting at `starts`: targets are the inputs
+        shifted by one token. Only the batch is widened to int64."""
+        offsets = starts.numpy()[:, None] + np.arange(BLOCK_SIZE + 1)
+        if isinstance(self.tokens, np.ndarray):
+            chunk = self.tokens[offsets].astype(np.int64)
+        else:  # mmap and a view of it: half the time of an np.memmap (20 us against 40)
+            self.file = self.file or open(self.tokens, "rb")  # noqa: SIM115 (open as long as self)
+            with mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                tokens = np.frombuffer(mapped, dtype=self.dtype, count=self.length)
+                chunk = tokens[offsets].astype(np.int64)  # a copy: the map can close
+                del tokens  # no view may outlive the map
+        return [torch.from_numpy(chunk[:, :-1]), torch.from_numpy(chunk[:, 1:])]
 
 
 class RandomWindows(Dataset):
@@ -40,7 +68,7 @@ class RandomWindows(Dataset):
     that share a batch seed draw the windows one process would.
     """
 
-    def __init__(self, tokens: torch.Tensor, size: int) -> None:
+    def __init__(self, tokens: Tokens, size: int) -> None:
         self.tokens, self.size = tokens, size
 
     def __len__(self) -> int:
@@ -50,13 +78,13 @@ class RandomWindows(Dataset):
         seed, indices = item
         generator = torch.Generator().manual_seed(seed)
         starts = torch.randint(len(self.tokens) - BLOCK_SIZE, (self.size,), generator=generator)[indices]
-        return windows(self.tokens, starts)
+        return self.tokens.windows(starts)
 
 
 class ConsecutiveWindows(Dataset):
-    """Validation and test: the text cut into consecutive, non-overlapping windows (the same every time)."""
+    """Validation and test: the stream cut into consecutive, non-overlapping windows (the same every time)."""
 
-    def __init__(self, tokens: torch.Tensor) -> None:
+    def __init__(self, tokens: Tokens) -> None:
         self.tokens = tokens
 
     def __len__(self) -> int:
@@ -64,57 +92,7 @@ class ConsecutiveWindows(Dataset):
 
     def __getitem__(self, item: tuple[int, torch.Tensor]) -> list[torch.Tensor]:
         _, indices = item
-        return windows(self.tokens, indices * BLOCK_SIZE)
-
-
-def windows(tokens: torch.Tensor, starts: torch.Tensor) -> list[torch.Tensor]:
-    """[inputs, targets] (B x BLOCK_SIZE, int64) of the windows starting at `starts`: targets are the inputs
-    shifted by one character. The stream stays compact in memory; only the batch is widened."""
-    chunk = tokens[starts[:, None] + torch.arange(BLOCK_SIZE + 1)].long()
-    return [chunk[:, :-1], chunk[:, 1:]]
-
-
-def download_shakespeare(path: Path) -> None:
-    """Download Tiny Shakespeare (nanoGPT's shakespeare_char) to `path`, checking its SHA-256."""
-    print(f"{path} not found: downloading Tiny Shakespeare from {SHAKESPEARE_URL}", flush=True)
-    try:
-        with urllib.request.urlopen(SHAKESPEARE_URL, timeout=DOWNLOAD_TIMEOUT) as response:
-            payload = response.read()
-    except (OSError, http.client.HTTPException) as error:
-        raise SystemExit(
-            f"Could not download Tiny Shakespeare ({getattr(error, 'reason', error)}).\n"
-            f"Put a UTF-8 text file at {path.resolve()}, or train on generated text with --dataset synthetic."
-        ) from None
-    if hashlib.sha256(payload).hexdigest() != SHAKESPEARE_SHA256:
-        raise SystemExit(
-            f"The download from {SHAKESPEARE_URL} fails its SHA-256 check ({len(payload)} bytes; 1115394 expected).\n"
-            f"Run again, or put a UTF-8 text file at {path.resolve()}."
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    partial.write_bytes(payload)
-    partial.replace(path)  # atomic: a killed download leaves no half file under the real name
-
-
-def read_text(path: Path) -> str:
-    """The text of a UTF-8 file, without the byte order mark some editors put first; a clear error for anything else."""
-    if path.is_dir():
-        fail(f"{path.resolve()} is a folder: set [data] text_file to a UTF-8 text file in --data-dir")
-    if path.exists() and not path.is_file():  # refused unopened: reading a named pipe or a device can block for ever
-        fail(f"{path.resolve()} is not a regular file (a named pipe or a device): copy the text into a file")
-    if not path.exists():
-        raise SystemExit(
-            f"{path.resolve()} not found: put your UTF-8 text there (or set [data] text_file), "
-            "or train on generated text with --dataset synthetic"
-        )
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8").removeprefix("\ufeff")  # a BOM is no character of the text
-    except UnicodeDecodeError as error:
-        raise SystemExit(
-            f"{path} is not UTF-8 text: byte {error.start} (0x{raw[error.start]:02x}) is {error.reason}. "
-            "Convert it first, e.g. iconv -f latin1 -t utf-8"
-        ) from None
+        return self.tokens.windows(indices * BLOCK_SIZE)
 
 
 def synthetic_text(seed: int) -> str:
@@ -134,48 +112,57 @@ def synthetic_text(seed: int) -> str:
     return text[:SYNTHETIC_CHARS]
 
 
-def tokenize(text: str) -> tuple[str, torch.Tensor]:
-    """(vocabulary, token stream): the sorted set of the text's characters, and each character's index in it,
-    as the narrowest integer type that holds the vocabulary (one byte a character for up to 256)."""
-    if not text:
-        raise SystemExit("the text is empty: there is nothing to train on")
-    code_points = torch.frombuffer(bytearray(text.encode("utf-32-le")), dtype=torch.int32)
-    vocab, tokens = code_points.unique(sorted=True, return_inverse=True)
-    if len(vocab) < 2:  # the model would learn to predict it at loss 0
-        raise SystemExit(
-            f"the text is one character, {chr(vocab[0])!r}, repeated: there is nothing to learn; use a real text"
-        )
-    dtype = torch.uint8 if len(vocab) <= 256 else torch.int16 if len(vocab) <= 2**15 else torch.int32
-    return "".join(map(chr, vocab.tolist())), tokens.to(dtype)
+def in_memory(text: str) -> tuple[dict, dict[str, Tokens]]:
+    """(the tokenizer's state and vocabulary size, the three splits) of a text tokenized in memory, as prepare.py
+    tokenizes a corpus of one document."""
+    cuts = split_points(len(text))
+    parts = dict(zip(SPLITS, (text[: cuts[0]], text[cuts[0] : cuts[1]], text[cuts[1] :])))
+    tokenizer = Tokenizer("".join(sorted(set(text))))
+    dtype = token_dtype(tokenizer.vocab_size)
+    splits = {}
+    for split, part in parts.items():
+        ids = np.asarray(tokenizer.encode(part), dtype=dtype)
+        splits[split] = Tokens(ids, dtype, len(ids))
+    return {"tokenizer": tokenizer.state(), "vocab_size": tokenizer.vocab_size}, splits
+
+
+def token_files(data_dir: Path) -> tuple[dict, dict[str, Tokens]]:
+    """(meta.json, the three splits) of the corpus's token files, prepared first when they are missing or
+    stale (under DDP by rank 0, while the other ranks wait)."""
+    if dist.is_initialized() and dist.get_rank() > 0:
+        dist.barrier()  # rank 0 prepares first; the others then find its files (or, on a node of their own, make them)
+    meta = prepare(data_dir)  # returns at once when the token files are current
+    if dist.is_initialized() and dist.get_rank() == 0:
+        dist.barrier()
+    dtype = np.dtype(meta["dtype"])
+    return meta, {split: Tokens(data_dir / TOKENS / f"{split}.bin", dtype, meta["tokens"][split]) for split in SPLITS}
 
 
 def make_datasets(dataset: str, data_dir: Path, seed: int) -> tuple[Dataset, Dataset, Dataset, dict]:
     """Train, validation and test sets, and what the model and sample.py need to know of the data (saved in
     checkpoints). The split is by position in the text, the same for every seed."""
     if dataset == "synthetic":
-        text, source = synthetic_text(seed), "the generated text"
+        (meta, splits), source = in_memory(synthetic_text(seed)), "the generated text"
     elif dataset == "text":
-        path = data_dir / TEXT_FILE
-        if not path.exists() and (not dist.is_initialized() or dist.get_rank() == 0):
-            download_shakespeare(path)
-        if dist.is_initialized():
-            dist.barrier()  # the other ranks wait for rank 0's download
-        text, source = read_text(path), str(path)
+        (meta, splits), source = token_files(data_dir), str(data_dir / TEXT_FILE)
     else:
         raise SystemExit(f"unknown dataset {dataset!r}: choose text or synthetic")
-    vocab, tokens = tokenize(text)
-    n_train = int(len(tokens) * TRAIN_FRACTION)
-    n_val = (len(tokens) - n_train) // 2
-    if n_val <= BLOCK_SIZE:
+    shortest = min(len(splits["val"]), len(splits["test"]), len(splits["train"]))
+    if shortest <= BLOCK_SIZE:
+        total = sum(map(len, splits.values()))
         raise SystemExit(
-            f"{source} holds {len(tokens)} characters: too few for [data] block_size = {BLOCK_SIZE}. Validation and "
-            f"test get 5% of the text each and need a window of block_size + 1 characters: use a text of at least "
-            f"{20 * (BLOCK_SIZE + 1)} characters, or a smaller block_size."
+            f"{source} holds {total} tokens: too few for [data] block_size = {BLOCK_SIZE}. Validation and "
+            f"test get 5% of the text each and need a window of block_size + 1 tokens: use a text of at least "
+            f"{20 * (BLOCK_SIZE + 1)} tokens, or a smaller block_size."
         )
-    train_set = RandomWindows(tokens[:n_train], SAMPLES_PER_EPOCH)
-    val_set = ConsecutiveWindows(tokens[n_train : n_train + n_val])
-    test_set = ConsecutiveWindows(tokens[n_train + n_val :])
-    data_info = {"vocab": vocab, "block_size": BLOCK_SIZE, "input_shape": [BLOCK_SIZE], "num_outputs": len(vocab)}
+    train_set = RandomWindows(splits["train"], SAMPLES_PER_EPOCH)
+    val_set, test_set = ConsecutiveWindows(splits["val"]), ConsecutiveWindows(splits["test"])
+    data_info = {
+        "tokenizer": meta["tokenizer"],
+        "block_size": BLOCK_SIZE,
+        "input_shape": [BLOCK_SIZE],
+        "num_outputs": meta["vocab_size"],
+    }
     return train_set, val_set, test_set, data_info
 
 

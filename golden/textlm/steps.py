@@ -13,7 +13,7 @@ from torch import nn
 
 from model import flops_per_token
 
-Batch = list[torch.Tensor]  # [inputs, targets]: B x BLOCK_SIZE character ids, the targets shifted by one, on the device
+Batch = list[torch.Tensor]  # [inputs, targets]: B x BLOCK_SIZE token ids, the targets shifted by one, on the device
 BLOCK_SIZE = 256  # [data] block_size: tokens in each sample
 # Peak dense bf16 tensor-core FLOP/s by GPU name (the first match wins, so specific names come first). MFU is
 # measured against it whatever the precision, as nanoGPT does; add your GPU if it is missing.
@@ -32,7 +32,7 @@ PEAK_FLOPS = {
 
 
 def lm_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """Mean cross-entropy of every next-character prediction in the batch."""
+    """Mean cross-entropy of every next-token prediction in the batch."""
     inputs, targets = batch
     return F.cross_entropy(model(inputs).flatten(0, 1), targets.flatten())
 
@@ -53,7 +53,7 @@ def test_step(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
 
 
 def summarize(metrics: dict[str, float]) -> dict[str, float]:
-    """The averaged metrics, plus perplexity: exp of the mean loss per character (not a mean of exps)."""
+    """The averaged metrics, plus perplexity: exp of the mean loss per token (not a mean of exps)."""
     # min(): math.exp overflows past e^709, and a loss of 700 has long diverged anyway.
     return {**metrics, "ppl": math.exp(min(metrics["loss"], 700.0))}
 
@@ -77,5 +77,10 @@ def configure_optimizers(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """The optimizer, and the learning-rate schedule (stepped after each optimizer step)."""
     fused = next(model.parameters()).is_cuda  # one kernel for all parameters on the GPU
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, fused=fused)
+    # Weight decay on matrices and embeddings only (nanoGPT's rule): decaying biases and norm scales only hurts.
+    params = [
+        {"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": 0.01},
+        {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), fused=fused)
     return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))

@@ -12,7 +12,7 @@ KEYS: dict[str, dict[str, Key]] = {}  # none: everything here follows from the t
 
 # The data_info each task family's data.py returns (templates/tasks/FAMILY/data.py.jinja): field -> its type.
 IMAGE = {"input_shape": "list", "num_outputs": "int", "classes": "list"}
-TEXT = {"vocab": "str", "block_size": "int", "input_shape": "list", "num_outputs": "int"}
+TEXT = {"tokenizer": "dict", "block_size": "int", "input_shape": "list", "num_outputs": "int"}
 TABLE = {
     "input_shape": "list",
     "features": "list",
@@ -28,7 +28,7 @@ def paste(f: dict[str, Any]) -> dict[str, Any]:
     if f["task"] == "image":
         kind, fields = ("an image GAN" if f["several_models"] else "an image classifier"), IMAGE
     elif f["task"] == "text":
-        kind, fields = "a character-level language model", TEXT
+        kind, fields = "a language model", TEXT
     elif f["task"] == "tabular" and f["regression"]:
         kind, fields = "a CSV regression model", {**TABLE, "target_mean": "float", "target_std": "float"}
     elif f["task"] == "tabular":

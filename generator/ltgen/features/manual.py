@@ -1,10 +1,11 @@
-"""Manual optimization: training_step runs backward and steps the optimizers itself."""
+"""Manual optimization: training_step runs backward and steps the optimizers itself (as a GAN must)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ltgen.checks import Key, boolean
+from ltgen.features.task import GAN_METRICS, VALID_ARCHS
 
 KEYS: dict[str, dict[str, Key]] = {
     "trainer": {
@@ -80,3 +81,27 @@ def imports(f: dict[str, Any]) -> list[str]:
 
 def _listed(names: list[str]) -> str:
     return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def gan_rules(values: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """A GAN steps two optimizers by hand at constant learning rates, and reports its own validation metrics."""
+    optim = values["optim"]
+    if values["model"]["arch"] != "gan" or "gan" not in VALID_ARCHS[values["data"]["dataset"]]:
+        return []  # not a GAN, or one on data it does not fit: then the arch is the problem
+    out = []
+    if not values["trainer"]["manual_optimization"]:
+        out.append(("trainer.manual_optimization", 'expected true with arch = "gan": it steps two optimizers by hand'))
+    if optim["scheduler"] != "none" or optim["warmup_steps"]:
+        out.append(
+            ("optim.scheduler", 'expected "none" (and no warm-up) with arch = "gan": lr_g and lr_d stay constant')
+        )
+    monitors = {
+        "checkpoint.monitor": values["checkpoint"]["save_top_k"] != 0,
+        "early_stopping.monitor": values["early_stopping"]["enabled"],
+    }
+    for key, used in monitors.items():
+        section, name = key.split(".")
+        if used and values[section][name] not in GAN_METRICS:
+            expected = ", ".join(f'"{metric}"' for metric in GAN_METRICS)
+            out.append((key, f"expected one of the GAN's validation metrics, {expected}"))
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ltgen.checks import Key, betas, choice, number, only_with
+from ltgen.checks import Applies, Key, betas, choice, number, only_with
 from ltgen.features.task import NOT_GAN
 from ltgen.unit import Entry, Field, by_name, whole
 
@@ -26,7 +26,24 @@ KEYS: dict[str, dict[str, Key]] = {
         ),
         "lr_g": Key(number(0.0, MAX_LR, lo_open=True), 2e-4, "gan: the generator's Adam learning rate", (GAN,)),
         "lr_d": Key(number(0.0, MAX_LR, lo_open=True), 2e-4, "gan: the discriminator's Adam learning rate", (GAN,)),
-        "betas": Key(betas, [0.5, 0.999], "gan: Adam's betas, for both optimizers", (GAN,)),
+        "betas": Key(
+            betas,
+            [0.9, 0.999],
+            "Adam's and AdamW's betas (a GAN's: both optimizers'); nanoGPT: [0.9, 0.99] small, [0.9, 0.95] GPT-2",
+            (
+                Applies(
+                    ("model.arch", "optim.optimizer"),
+                    lambda arch, optimizer: arch == "gan" or optimizer in ("adam", "adamw"),
+                    'to optimizers "adam" and "adamw", and a GAN\'s two Adams',
+                ),
+            ),
+        ),
+        "backbone_lr_scale": Key(
+            number(0.0, 1e3),
+            1.0,
+            "timm: the backbone's learning rate relative to the classifier head's",
+            (only_with("model.arch", "timm", where='to arch "timm"'),),
+        ),
     }
 }
 
@@ -38,6 +55,9 @@ def flags(values: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "weight_decay": repr(optim["weight_decay"]),
         "momentum": repr(optim["momentum"]),
         "betas": repr(tuple(optim["betas"])),
+        # nanoGPT's rule: weight decay on matrices and embeddings (>= 2-D) only, not on biases and norm scales
+        "decay_groups": optim["optimizer"] == "adamw" and optim["weight_decay"] > 0,
+        "backbone_lr_scale": repr(optim["backbone_lr_scale"]),
     }
 
 

@@ -35,6 +35,12 @@ KEYS: dict[str, dict[str, Key]] = {
         "warmup_steps": Key(
             integer(0), 0, "linear warm-up, in schedule steps (see scheduler_interval; not with plateau)"
         ),
+        "min_lr": Key(
+            number(0.0),
+            0.0,
+            "cosine: the learning rate it ends at (nanoGPT: lr / 10)",
+            (only_with("optim.scheduler", "cosine", where='to scheduler "cosine"'),),
+        ),
         "step_size": Key(integer(1), 1000, "step: multiply the lr by gamma every step_size schedule steps", (STEP,)),
         "gamma": Key(
             number(0.0, 1.0),
@@ -61,6 +67,14 @@ def warmup_rules(values: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     return []
 
 
+def min_lr_rules(values: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """The cosine ends below where it starts."""
+    optim = values["optim"]
+    if optim["scheduler"] == "cosine" and values["model"]["arch"] != "gan" and optim["min_lr"] >= optim["lr"]:
+        return [("optim.min_lr", f"expected less than lr ({optim['lr']}): the cosine decays from lr to min_lr")]
+    return []
+
+
 def validation_rules(values: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     """Plateau watches a validation metric."""
     return needs_validation(values, "optim.scheduler", values["optim"]["scheduler"] == "plateau")
@@ -72,7 +86,7 @@ def flags(values: dict[str, dict[str, Any]]) -> dict[str, Any]:
     # What the schedule counts: epochs or optimizer steps (plateau is stepped after each validation).
     unit = "epoch" if optim["scheduler_interval"] == "epoch" and scheduler != "plateau" else "step"
     after = {
-        "cosine": f"then a cosine decay to 0 at total_{unit}s",
+        "cosine": f"then a cosine decay to {optim['min_lr'] or 0} at total_{unit}s",
         "step": f"then x{optim['gamma']} every {optim['step_size']} {unit}s",
         "none": "then constant",
     }
@@ -84,6 +98,7 @@ def flags(values: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "schedule_unit": unit,
         "plateau": scheduler == "plateau",
         "warmup_lambda": warmup > 0,
+        "min_lr": repr(optim["min_lr"]) if scheduler == "cosine" and optim["min_lr"] > 0 else "",
         "warmup_steps": repr(warmup),
         "warmup_doc": f"Learning-rate factor: linear warm-up over {warmup} {unit}s, {after.get(scheduler, '')}.",
         "step_size": repr(optim["step_size"]),

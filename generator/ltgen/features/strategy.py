@@ -37,6 +37,10 @@ def rules(values: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
         out.append(("cluster.strategy", '"fsdp" shards across processes: set gpus > 1, nodes > 1 or slurm'))
     if fsdp and values["model"]["arch"] == "gan":
         out.append(("cluster.strategy", '"fsdp" does not support arch = "gan" (two models) yet: use "ddp"'))
+    if fsdp and values["model"]["arch"] == "timm":
+        out.append(
+            ("cluster.strategy", '"fsdp" does not support arch = "timm" yet (its blocks vary by model): use "ddp"')
+        )
     if fsdp and values["trainer"]["compile"]:
         out.append(("trainer.compile", 'expected false with strategy = "fsdp" (not supported together yet)'))
     if cluster["fsdp_cpu_offload"] and not fsdp:

@@ -18,13 +18,14 @@ from ltgen.checks import (
     number,
     only_with,
 )
+from ltgen.features import pretrained
 from ltgen.features.strategy import distributed
 from ltgen.features.validation import validates
 from ltgen.unit import Entry, Field, plain
 
 DATASETS = ("mnist", "cifar10", "image_folder", "text", "csv", "custom", "synthetic")
-ARCHS = ("mlp", "cnn", "resnet", "gpt", "custom", "gan")
-IMAGE_ARCHS = ("mlp", "cnn", "resnet")
+ARCHS = ("mlp", "cnn", "resnet", "timm", "gpt", "custom", "gan")
+IMAGE_ARCHS = ("mlp", "cnn", "resnet", "timm")
 IMAGE_DATASETS = ("mnist", "synthetic", "cifar10", "image_folder")
 # The models each dataset can train: the model's input and output must fit the data's.
 VALID_ARCHS = {
@@ -40,15 +41,32 @@ VALID_ARCHS = {
 DATASET_SEEDS: dict[str, dict[str, Any]] = {
     "cifar10": {"model.arch": "resnet", "data.augment": True},
     "image_folder": {"model.arch": "resnet", "data.augment": True},
-    "text": {"model.arch": "gpt"},
+    # nanoGPT's optimizer: beta2 0.99 (small models), decay 0.1, gradients clipped at 1, 100 warm-up steps, and a
+    # cosine that ends at lr / 10.
+    "text": {
+        "model.arch": "gpt",
+        "optim.betas": [0.9, 0.99],
+        "optim.weight_decay": 0.1,
+        "optim.min_lr": 1e-4,
+        "optim.warmup_steps": 100,
+        "trainer.gradient_clip_val": 1.0,
+    },
     "csv": {"model.arch": "mlp"},
     "custom": {"model.arch": "custom"},
 }
 # What `ltgen new --model M` sets besides [model] arch (under what the command line says).
 MODEL_SEEDS: dict[str, dict[str, Any]] = {
     # A GAN steps two optimizers by hand, at constant learning rates; it has no loss to rank checkpoints by.
-    "gan": {"trainer.manual_optimization": True, "optim.scheduler": "none", "checkpoint.save_top_k": 0},
+    "gan": {
+        "trainer.manual_optimization": True,
+        "optim.scheduler": "none",
+        "checkpoint.save_top_k": 0,
+        "optim.betas": [0.5, 0.999],  # DCGAN's: a short memory of the gradients' mean keeps the two players stable
+    },
 }
+# What `ltgen new --dataset D --model M` sets for that pair besides both: a timm backbone sees image files at the
+# size it was pretrained at (ImageNet's 224), not resized up from image_size's default 64.
+PAIR_SEEDS: dict[tuple[str, str], dict[str, Any]] = {("image_folder", "timm"): {"data.image_size": 224}}
 GAN_METRICS = ("val_loss_d", "val_loss_g", "val_d_real", "val_d_fake")  # what the GAN's validation_step returns
 RESNET_STAGES = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}  # basic blocks per stage
 # Samples in each dataset: (training + validation, test); None where only the files know.
@@ -85,7 +103,7 @@ KEYS: dict[str, dict[str, Key]] = {
         "arch": Key(
             choice(*ARCHS),
             "mlp",
-            '"mlp" | "cnn" | "resnet" | "gan" (images) | "gpt" (text) | "custom" (your own, with dataset "custom")',
+            '"mlp" | "cnn" | "resnet" | "timm" | "gan" (images) | "gpt" (text) | "custom" (your own, with dataset "custom")',
         ),
         "hidden_sizes": Key(int_list(1, 0, 8, hi=65536), [128], "mlp: widths of the hidden layers", _arch("mlp")),
         "channels": Key(
@@ -152,8 +170,13 @@ KEYS: dict[str, dict[str, Key]] = {
             "image_folder: decode every image once, hold them as uint8 in memory",
             _dataset("image_folder"),
         ),
-        "text_file": Key(file_name, "input.txt", "text: a UTF-8 file in --data-dir", _dataset("text")),
-        "block_size": Key(integer(1, 65536), 256, "text: characters of context", _dataset("text")),
+        "text_file": Key(
+            file_name,
+            "input.txt",
+            "text: a UTF-8 file, or a folder of .txt, .md and .jsonl files (each may be .gz), in --data-dir",
+            _dataset("text"),
+        ),
+        "block_size": Key(integer(1, 65536), 256, "text: tokens of context", _dataset("text")),
         "samples_per_epoch": Key(integer(1), 32000, "text: random windows that make an epoch", _dataset("text")),
         "csv_file": Key(file_name, "data.csv", "csv: a file with a header row, in --data-dir", _dataset("csv")),
         "target": Key(
@@ -243,30 +266,6 @@ def batch_rules(values: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     return out
 
 
-def gan_rules(values: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
-    """A GAN steps two optimizers by hand at constant learning rates, and reports its own validation metrics."""
-    optim = values["optim"]
-    if values["model"]["arch"] != "gan" or "gan" not in VALID_ARCHS[values["data"]["dataset"]]:
-        return []  # not a GAN, or one on data it does not fit: then the arch is the problem
-    out = []
-    if not values["trainer"]["manual_optimization"]:
-        out.append(("trainer.manual_optimization", 'expected true with arch = "gan": it steps two optimizers by hand'))
-    if optim["scheduler"] != "none" or optim["warmup_steps"]:
-        out.append(
-            ("optim.scheduler", 'expected "none" (and no warm-up) with arch = "gan": lr_g and lr_d stay constant')
-        )
-    monitors = {
-        "checkpoint.monitor": values["checkpoint"]["save_top_k"] != 0,
-        "early_stopping.monitor": values["early_stopping"]["enabled"],
-    }
-    for key, used in monitors.items():
-        section, name = key.split(".")
-        if used and values[section][name] not in GAN_METRICS:
-            expected = ", ".join(f'"{metric}"' for metric in GAN_METRICS)
-            out.append((key, f"expected one of the GAN's validation metrics, {expected}"))
-    return out
-
-
 # Each dataset belongs to a task family: its data.py, steps.py and predict.py (or sample.py) come from
 # templates/tasks/FAMILY/, its model.py from templates/tasks/models/ARCH.py.jinja.
 TASKS = {
@@ -278,6 +277,7 @@ TASKS = {
     "csv": "tabular",
     "custom": "custom",
 }
+TOKENS = {"char": ", character by character", "bpe": ", in byte-level BPE tokens", "gpt2": ", in GPT-2's tokens"}
 # (channels, side) of the images of each image dataset; image_folder's side is [data] image_size.
 IMAGE_SHAPES = {"mnist": (1, 28), "synthetic": (1, 28), "cifar10": (3, 32), "image_folder": (3, None)}
 DATA_DESCRIPTIONS = {
@@ -285,7 +285,7 @@ DATA_DESCRIPTIONS = {
     "synthetic": "MNIST-shaped synthetic images",
     "cifar10": "CIFAR-10",
     "image_folder": "your own images (an ImageNet-style folder of class folders)",
-    "text": "a text file, character by character",
+    "text": "a text corpus",  # and its tokens: TOKENS
     "csv": "a CSV table",
     "custom": "your own data (data.py's stub)",
 }
@@ -323,7 +323,8 @@ def flags(values: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "samples": arch == "gan" and validates(values) and logs,
         "dependencies": _dependencies(data, task, values),
         "model_description": _describe_model(model),
-        "data_description": DATA_DESCRIPTIONS[data["dataset"]],
+        "data_description": DATA_DESCRIPTIONS[data["dataset"]]
+        + (TOKENS[pretrained.tokenizer(values)] if task == "text" else ""),
         "data_keys": {key: repr(value) for key, value in data.items()},
         "model_keys": {key: repr(value) for key, value in model.items()},
     }
@@ -334,6 +335,7 @@ def _dependencies(data: dict[str, Any], task: str, values: dict[str, dict[str, A
     # csv: pyarrow parses the file into arrays of numbers (16: the first to work with numpy 2)
     extra = {"cifar10": ["numpy>=1.24"], "csv": ["numpy>=1.24", "pyarrow>=16"]}.get(data["dataset"], [])
     extra += ["pillow>=10"] if task == "image" else []  # image_folder reads images; predict.py reads any image file
+    extra += pretrained.dependencies(values)
     logging, sweep = values["logging"], values["sweep"]
     extra += ["wandb>=0.31"] if logging["wandb"] else []
     extra += ["mlflow>=2.16"] if logging["mlflow"] else []
@@ -348,7 +350,9 @@ def _describe_model(model: dict[str, Any]) -> str:
         "mlp": f"an MLP with hidden layers of {', '.join(map(str, model['hidden_sizes'])) or 'no'} units, ReLU{dropout}",
         "cnn": f"a CNN of {len(model['channels'])} conv blocks ({', '.join(map(str, model['channels']))} channels){dropout}",
         "resnet": f"a ResNet-{model['depth']} (CIFAR stem, first stage {model['width']} channels wide){dropout}",
-        "gpt": f"a GPT of {model['n_layer']} layers, {model['n_head']} heads, {model['n_embd']} wide{dropout}",
+        "gpt": f"a GPT of {model['n_layer']} layers, {model['n_head']} heads, {model['n_embd']} wide{dropout}"
+        + (f", from {model['init_from']}'s weights" if model["init_from"] != "scratch" else ""),
+        "timm": f"timm's {model['timm_model']}" + (" (pretrained)" if model["pretrained"] else "") + dropout,
         "gan": f"a DCGAN: a generator of images from {model['latent_dim']}-dimensional noise, and a discriminator",
         "custom": "your own model (model.py's stub)",
     }[model["arch"]]
