@@ -199,6 +199,7 @@ def write_then_signal(self, *args, **kwargs):
 
 
 Path.write_text = write_then_signal
+signal.signal(signal.{signal}, signal.SIG_DFL)  # as a terminal leaves it (nohup would have it ignored: then so does ltgen)
 app(["new", "demo", "--dir", sys.argv[1]])
 """
 
