@@ -1,4 +1,4 @@
-"""sample.py and the GPT's generate(): the cache of keys and values gives the tokens the whole-context path gives
+"""sample.py and the GPT's stream(): the cache of keys and values gives the tokens the whole-context path gives
 (also once the text outgrows block_size), nucleus sampling (--top-p) keeps only the likeliest tokens, a prompt
 comes from --prompt or --prompt-file (not both), and the output is decoded with the checkpoint's tokenizer."""
 
@@ -50,9 +50,11 @@ def test_cached_greedy_generation_is_the_uncached_one_token_for_token(char_proje
     fed = []  # the length of each input the model runs on
     model.register_forward_pre_hook(lambda module, args: fed.append(args[0].shape[1]))
     prompt = torch.randint(40, (3, 5))
-    cached = model_py.generate(model, prompt, 30, temperature=0)  # 5 + 30 tokens: past block_size
+    cached = torch.cat(
+        [prompt, *model_py.stream(model, prompt, 30, temperature=0)], dim=1
+    )  # 5 + 30 tokens: past block_size
     assert fed == [5] + [1] * 11 + [16] * 18, "the prompt once, then one token at a time until the context is full"
-    uncached = model_py.generate(model, prompt, 30, temperature=0, kv_cache=False)
+    uncached = torch.cat([prompt, *model_py.stream(model, prompt, 30, temperature=0, kv_cache=False)], dim=1)
     assert torch.equal(cached, uncached)
     assert cached.shape == (3, 35) and torch.equal(cached[:, :5], prompt)
 
@@ -139,13 +141,13 @@ import torch
 
 import checkpoint
 import tokenizer
-from model import build_model, generate
+from model import build_model, stream
 
 state, path = checkpoint.for_inference(None, Path(sys.argv[1]))
 model = checkpoint.load_weights(build_model(state["data_info"], torch.device("cpu")), state, path)
 tok = tokenizer.from_state(state["data_info"]["tokenizer"])
 prompt = tok.encode(sys.argv[2])
 torch.manual_seed(int(sys.argv[3]))
-ids = generate(model, torch.tensor([prompt]), 60, temperature=1.0)[0].tolist()
+ids = torch.cat([torch.tensor([prompt]), *stream(model, torch.tensor([prompt]), 60, temperature=1.0)], dim=1)[0].tolist()
 print(json.dumps([tok.decode(ids), sum("\\ufffd" in tok.decode([i]) for i in ids[len(prompt) :])]))
 """

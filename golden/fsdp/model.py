@@ -1,6 +1,6 @@
 """The model: a GPT (nanoGPT's), 6 pre-LayerNorm transformer blocks of causal self-attention and a GELU MLP,
 learned position embeddings, and an output layer that shares the token embedding's weights.
-generate() continues a text with a cache of each block's keys and values (sample.py uses it)."""
+stream() continues a text with a cache of each block's keys and values (sample.py uses it)."""
 
 import math
 from collections.abc import Iterator
@@ -112,7 +112,7 @@ class GPT(nn.Module):
                 nn.init.normal_(layer.weight, mean=0.0, std=0.02 / math.sqrt(2 * N_LAYER))
 
     def forward(self, idx: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
-        """caches (generate()'s): one per block; idx then holds the positions after the cached ones."""
+        """caches (stream()'s): one per block; idx then holds the positions after the cached ones."""
         start = caches[0].length if caches else 0
         positions = torch.arange(start, start + idx.shape[1], device=idx.device)
         x = self.tok_emb(idx) + self.pos_emb(positions)
@@ -146,23 +146,6 @@ def flops_per_token(model: GPT) -> float:
 
 
 @torch.no_grad()
-def generate(
-    model: GPT,
-    idx: torch.Tensor,
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    kv_cache: bool = True,
-) -> torch.Tensor:
-    """Continue each row of `idx` (B x T token ids) by max_new_tokens tokens, sampled one at a time from the
-    model's distribution: sharpened by temperature < 1 (0: always the likeliest), cut to the top_k likeliest and
-    to the fewest likeliest whose probabilities add up to top_p (nucleus sampling). kv_cache=False runs the whole
-    context at every step: the same tokens, more slowly."""
-    return torch.cat([idx, *stream(model, idx, max_new_tokens, temperature, top_k, top_p, kv_cache)], dim=1)
-
-
-@torch.no_grad()
 def stream(
     model: GPT,
     idx: torch.Tensor,
@@ -172,7 +155,10 @@ def stream(
     top_p: float | None = None,
     kv_cache: bool = True,
 ) -> Iterator[torch.Tensor]:
-    """generate()'s new tokens (B x 1) one at a time, as each is drawn."""
+    """The tokens that continue each row of `idx` (B x T token ids), B x 1 at a time as each is drawn, max_new_tokens
+    of them: sampled from the model's distribution, sharpened by temperature < 1 (0: always the likeliest), cut to
+    the top_k likeliest and to the fewest likeliest whose probabilities add up to top_p (nucleus sampling).
+    kv_cache=False runs the whole context at every step: the same tokens, more slowly."""
     caches = None
     for _ in range(max_new_tokens):
         if caches and caches[0].length < model.block_size:
@@ -188,7 +174,7 @@ def stream(
 
 
 def next_token(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """A token for each row of logits (B x vocab_size), drawn as generate() says: B x 1 ids."""
+    """A token for each row of logits (B x vocab_size), drawn as stream() says: B x 1 ids."""
     if temperature == 0:
         return logits.argmax(-1, keepdim=True)
     logits = logits / temperature
