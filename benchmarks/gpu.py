@@ -19,6 +19,10 @@ mixed-precision policy and DCP's sharded checkpoints run on CUDA). The checks, i
   shapes, and a byte-level vocab.json/merges.txt, as no download is possible), bf16-mixed, torch.compile, fused
   AdamW, batch 8: tokens/s and MFU as its progress lines report them (model.py's flops_per_token against
   steps.py's peak for the device, 989 TFLOP/s dense bf16 on an H100/H200); the compile check of textlm.
+- batch_size_finder: the textlm project with `[tune] batch_size_finder`, bf16-mixed: `python train.py
+  --find-batch-size`, then a short run at the batch size it answers, which must not run out of memory; and each
+  step's gpu_mem_peak_gib in metrics.csv must read what torch.cuda.max_memory_allocated read after that step (a
+  hook in steps.py prints it: MEMORY_HOOK below).
 
 One JSON line per check on stdout as it ends, then a summary table; exit status 1 if a check failed. A check not
 started within --budget seconds of the start is reported as skipped; every process has a timeout.
@@ -37,6 +41,7 @@ import argparse
 import ast
 import concurrent.futures
 import contextlib
+import csv
 import dataclasses
 import json
 import math
@@ -85,6 +90,22 @@ GPT2_SMALL_SPEC = {
     "trainer.compile": True,
     "logging.log_every_n_steps": 10,
 }
+# The batch-size finder's project: its answer then trains a few steps, logging GPU memory at every step.
+FINDER_SPEC = {
+    "trainer.precision": "bf16-mixed",
+    "tune.batch_size_finder": True,
+    "logging.csv": True,
+    "logging.log_gpu_memory": True,
+    "hooks.emit": ["on_train_batch_end"],  # MEMORY_HOOK reads the allocator's peak after each step
+}
+FINDER_FLAGS = {"--find-batch-size": None}  # the finder's run; the check's flags are the short run's after it
+MEMORY_HOOK = """
+
+
+def on_train_batch_end(model: nn.Module, loss: torch.Tensor, step: int) -> None:
+    print(json.dumps({"step": step, "max_memory_allocated_gib": torch.cuda.max_memory_allocated() / 2**30}))
+"""
+GIB_TOLERANCE = 1 / 1024  # 1 MiB: what the loop may allocate between the hook and the logging of the same step
 TIMING_HOOKS = """
 
 STAMPS: list[float] = []
@@ -424,6 +445,7 @@ def plan(scratch: Path, device: str, batches: int) -> list[Check]:
         ("compile", "mnist", "bf16-mixed", {"trainer.precision": "bf16-mixed", "trainer.compile": True}),
         ("overhead", "mnist", "32", OVERHEAD_SPEC),
         ("gpt2_small", "textlm", "bf16-mixed", GPT2_SMALL_SPEC),
+        ("batch_size_finder", "textlm", "bf16-mixed", FINDER_SPEC),
     ]
     for name, golden, precision, updates in variants:
         check = Check(name, golden, precision)
@@ -440,24 +462,92 @@ def plan(scratch: Path, device: str, batches: int) -> list[Check]:
         elif name == "gpt2_small":
             check.flags.update(short, **{"--limit-train-batches": 100, "--progress-bar": None, "--out-dir": out})
             check.timeout = 300.0
+        elif name == "batch_size_finder":  # the short run at the finder's answer (then also --batch-size)
+            check.flags.update(short, **{"--limit-train-batches": 3, "--log-every-n-steps": 1, "--out-dir": out})
+            check.flags["--no-progress-bar"] = None
+            check.timeout = 240.0
         else:
             check.flags.update(short, **{"--no-progress-bar": None, "--out-dir": out})
             check.timeout = 240.0 if name == "compile" else 150.0
         start = time.monotonic()
         try:
             check.project = generate(golden, updates, scratch / "projects" / f"{name}-{golden}-{precision}")
-            missing = sorted(set(check.flags) - {"--out-dir", "--no-progress-bar"} - accepted_flags(check.project))
+            wanted = set(check.flags) | (set(FINDER_FLAGS) if name == "batch_size_finder" else set())
+            missing = sorted(wanted - {"--out-dir", "--no-progress-bar"} - accepted_flags(check.project))
             if missing:
                 check.status, check.figures["error"] = "failed", f"train.py does not take {missing}"
         except Exception as error:  # noqa: BLE001 (a spec error or a template bug: report it, go on)
             check.status, check.figures["error"] = "failed", f"{type(error).__name__}: {error}"
         if name == "overhead" and check.project is not None:
-            steps = (check.project / "steps.py").read_text(encoding="utf-8")
-            steps = steps.replace("import torch\n", "import json\nimport time\n\nimport torch\n", 1) + TIMING_HOOKS
-            (check.project / "steps.py").write_text(steps, encoding="utf-8")
+            add_hooks(check.project, "import json\nimport time\n", TIMING_HOOKS)
+        if name == "batch_size_finder" and check.project is not None:
+            add_hooks(check.project, "import json\n", MEMORY_HOOK)
         check.seconds = time.monotonic() - start
         checks.append(check)
     return checks
+
+
+def add_hooks(project: Path, imports: str, hooks: str) -> None:
+    """Append hook functions to the project's steps.py (they replace its stubs), with the imports they need."""
+    steps = (project / "steps.py").read_text(encoding="utf-8")
+    steps = steps.replace("import torch\n", f"{imports}\nimport torch\n", 1) + hooks
+    (project / "steps.py").write_text(steps, encoding="utf-8")
+
+
+def batch_size_finder(check: Check, budget: Budget, env: dict[str, str], report: Report) -> None:
+    """--find-batch-size, then the check's short run at the batch size it answered: the run must pass (no
+    torch.OutOfMemoryError), and at every step its logged gpu_mem_peak_gib must be torch.cuda.max_memory_allocated
+    as MEMORY_HOOK read it after that step."""
+    assert check.project is not None
+    if budget.left() < 2 * MIN_START_S:
+        check.status, check.figures["error"] = "skipped", "out of budget"
+        report.add(check)
+        return
+    try:
+        finder = {"--device": check.flags["--device"], "--dataset": "synthetic", **FINDER_FLAGS}
+        limit = min(check.timeout, budget.left())
+        returncode, out, err, check.seconds = execute(command(check.project, finder), check.project, limit, env)
+        answer = re.search(r"^Train with it: python train.py --batch-size (\d+)$", out, re.MULTILINE)
+        peak = re.search(r"peaked at ([\d.]+) GiB", out)
+        if returncode != 0 or not answer or not peak:
+            raise RuntimeError(f"--find-batch-size: exit status {returncode}: {(out + err).strip()[-1500:]}")
+        check.figures.update(batch_size=int(answer[1]), finder_peak_gib=float(peak[1]), finder_s=check.seconds)
+        flags = {**check.flags, "--batch-size": int(answer[1])}
+        limit = min(check.timeout, budget.left())
+        returncode, out, err, seconds = execute(command(check.project, flags), check.project, limit, env)
+        check.seconds += seconds
+        judge(check, returncode, out, err, saves_last(check.project))
+        if check.status == "passed":
+            problem = memory_problem(Path(str(check.flags["--out-dir"])) / "version_0" / "metrics.csv", out, check)
+            if problem:
+                check.status, check.figures["error"] = "failed", problem
+    except Exception as error:  # noqa: BLE001 (a bug here must not hide the other checks' results)
+        check.status, check.figures["error"] = "failed", f"{type(error).__name__}: {error}"
+    report.add(check)
+
+
+def memory_problem(metrics_csv: Path, stdout: str, check: Check) -> str | None:
+    """Why the run's logged gpu_mem_peak_gib differs from what MEMORY_HOOK printed at the same steps, or None."""
+    hooked = {}
+    for text in stdout.splitlines():
+        if text.startswith('{"step"'):
+            line = json.loads(text)
+            hooked[line["step"]] = line["max_memory_allocated_gib"]
+    with open(metrics_csv, newline="", encoding="utf-8") as file:
+        logged = {
+            int(row["step"]): float(row["gpu_mem_peak_gib"])
+            for row in csv.DictReader(file)
+            if row.get("gpu_mem_peak_gib")
+        }
+    steps = sorted(set(hooked) & set(logged))
+    if not steps:
+        return f"no step with both a logged gpu_mem_peak_gib ({len(logged)} rows) and MEMORY_HOOK's reading ({len(hooked)})"
+    check.figures.update(run_peak_gib=max(logged[step] for step in steps), memory_steps=len(steps))
+    off = [step for step in steps if abs(logged[step] - hooked[step]) > GIB_TOLERANCE]
+    if off:
+        step = off[0]
+        return f"step {step}: gpu_mem_peak_gib {logged[step]:.4f} logged, max_memory_allocated {hooked[step]:.4f} GiB"
+    return None
 
 
 def check_help(check: Check, env: dict[str, str]) -> str | None:
@@ -625,6 +715,8 @@ def main() -> None:
             for check in ready:
                 if check.check == "overhead":
                     overhead(check, args.rounds, budget, solo_env, report)
+                elif check.check == "batch_size_finder":
+                    batch_size_finder(check, budget, solo_env, report)
                 elif check.check != "run":
                     run_check(check, budget, solo_env, report)
     print(report.table())

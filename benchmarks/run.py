@@ -504,7 +504,9 @@ def chart(rows: list[Row], path: Path) -> None:
         ax.set_xlim(-0.8, len(panel) - 0.2)
         ax.set_ylim(0, 1.4 * max(max(statistics.median(row.ours), statistics.median(row.theirs)) for row in panel))
         ax.set_ylabel({"s": "seconds", "us": "microseconds per step", "MiB": "MiB"}[unit])
-        title = FIGURES[figure] + ("" if figure not in ("3", "6", "7", "8") else ": peak RSS" if unit == "MiB" else ": time")
+        title = FIGURES[figure] + (
+            "" if figure not in ("3", "6", "7", "8") else ": peak RSS" if unit == "MiB" else ": time"
+        )
         ax.set_title(textwrap.fill(title, 50), fontsize=10)
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))

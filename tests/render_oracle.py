@@ -71,6 +71,14 @@ CHOICES: dict[str, list[Any]] = {
     "debug.log_grad_norm": [False, True],
     "debug.detect_anomaly": [False, True],
     "debug.overfit_batches": [0, 2],
+    "debug.nan_grad_report": [False, True],
+    "debug.profiler": [False, True],
+    "trainer.ema_decay": [0.0, 0.999],
+    "trainer.deterministic": [False, True],
+    "logging.log_gpu_memory": [True, False],
+    "tune.lr_finder": [False, True],
+    "tune.batch_size_finder": [False, True],
+    "export.enabled": [False, True],
 }
 GAN_MONITORS = ["val_loss_d", "val_d_real"]
 

@@ -98,6 +98,7 @@ FACTORS: dict[str, dict[str, dict[str, Any]]] = {
         "none": {"logging.tensorboard": False, "logging.csv": False},
     },
     "hooks": {"none": {"hooks.emit": []}, "some": {"hooks.emit": HOOKS}},
+    "ema": {"off": {"trainer.ema_decay": 0.0}, "on": {"trainer.ema_decay": 0.9}},
 }
 
 # Tiny data and short runs, for every spec: 6 batches of 8 an epoch (on each rank), 3 epochs.

@@ -27,7 +27,7 @@ def test_dry_run_generates_every_check_and_trains_one_step_on_the_cpu() -> None:
             line = checks[("run", golden, precision)]
             assert line["status"] in ("planned", "rendered") and line["ok"], line
             assert "--dataset synthetic" in line["command"] and "--device cpu" in line["command"], line
-    for name in ("compile", "overhead", "gpt2_small"):
+    for name in ("compile", "overhead", "gpt2_small", "batch_size_finder"):
         assert any(c == name and line["ok"] for (c, _, _), line in checks.items()), name
     step = checks[("cpu_step", "textlm", "32")]
     assert step["status"] == "passed" and step["weights_finite"] and step["tokens_per_s"] > 0, step

@@ -47,7 +47,7 @@ arch = "mlp"
         "ltgen.toml:6: cluster.gpus: expected an integer >= 0, got -1",
         (
             'ltgen.toml:7: modle: unknown section (did you mean "model"?); sections: project, model, data, optim, '
-            "trainer, early_stopping, checkpoint, logging, cluster, sweep, hooks, debug"
+            "trainer, early_stopping, checkpoint, logging, cluster, sweep, hooks, debug, tune, export"
         ),
     ]
 

@@ -27,6 +27,7 @@ LOCAL_MODULES = (
     "model",
     "runs",
     "steps",
+    "tune",
 )  # the project's own
 THIRD_PARTY = ("torch", "tqdm")
 

@@ -26,6 +26,7 @@ from ltgen.features import (
     sweep,
     task,
     top_k,
+    tuning,
 )
 from ltgen.schema import SCHEMA
 
@@ -50,6 +51,7 @@ RULES: tuple[Rule, ...] = (
     slurm.rules,
     sweep.rules,
     overfit.rules,
+    tuning.rules,
 )
 # A feature's rules are its functions named `rules` or `..._rules`: each must have its place above.
 _UNPLACED = [

@@ -94,6 +94,10 @@ LAYOUT: dict[str, tuple[str, ...]] = {
         "nonfinite_loss",
         "compile",
         "manual_optimization",
+        "ema_decay",
+        "ema_every_n_steps",
+        "ema_start_step",
+        "deterministic",
     ),
     "early_stopping": (
         "enabled",
@@ -115,6 +119,7 @@ LAYOUT: dict[str, tuple[str, ...]] = {
         "mlflow_tracking_uri",
         "log_every_n_steps",
         "progress_bar",
+        "log_gpu_memory",
     ),
     "cluster": ("gpus", "nodes", "strategy", "fsdp_cpu_offload"),
     "cluster.slurm": (
@@ -128,7 +133,9 @@ LAYOUT: dict[str, tuple[str, ...]] = {
     ),
     "sweep": ("enabled", "name", "method", "trials", "parallel", "monitor", "mode", "seed", "prune", "space"),
     "hooks": ("emit",),
-    "debug": ("param_summary", "log_grad_norm", "detect_anomaly", "overfit_batches"),
+    "debug": ("param_summary", "log_grad_norm", "detect_anomaly", "overfit_batches", "nan_grad_report", "profiler"),
+    "tune": ("lr_finder", "batch_size_finder"),
+    "export": ("enabled",),
 }
 
 

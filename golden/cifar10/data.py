@@ -255,12 +255,13 @@ def augment(images: torch.Tensor, seed: int) -> torch.Tensor:
     n, _, height, width = images.shape
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     generator = torch.Generator().manual_seed(seed)
-    # non_blocking: a copy from the CPU that does not wait for the GPU to finish its queue.
+    # non_blocking on CUDA: a copy from the CPU that does not wait for the GPU to finish its queue (on an Apple GPU
+    # it could read these temporaries after they are freed).
     shifts = torch.randint(0, 9, (n * world_size, 2), generator=generator)[rank::world_size].to(
-        images.device, non_blocking=True
+        images.device, non_blocking=images.is_cuda
     )
     flips = (torch.rand(n * world_size, generator=generator) < 0.5)[rank::world_size].to(
-        images.device, non_blocking=True
+        images.device, non_blocking=images.is_cuda
     )
     padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
     rows = (shifts[:, 0:1] + torch.arange(height, device=images.device)).view(n, 1, height, 1)
@@ -322,6 +323,7 @@ class Batches:
 
     def __init__(self, dataset: Dataset, sampler: EpochBatches, device: torch.device, train: bool) -> None:
         self.dataset, self.sampler, self.device, self.train = dataset, sampler, device, train
+        # Pinned and non_blocking on CUDA only: on an Apple GPU (MPS) such copies can read freed memory (pytorch#189690)
         self.pin_memory = device.type == "cuda"
 
     def __len__(self) -> int:
@@ -332,7 +334,7 @@ class Batches:
             batch = self.dataset[seed, indices]
             if self.pin_memory:
                 batch = [t.pin_memory() for t in batch]
-            yield prepare_batch([t.to(self.device, non_blocking=True) for t in batch], seed, self.train)
+            yield prepare_batch([t.to(self.device, non_blocking=self.pin_memory) for t in batch], seed, self.train)
 
 
 def make_loader(dataset: Dataset, batch_size: int, seed: int, device: torch.device, train: bool) -> Batches:

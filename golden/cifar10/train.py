@@ -30,7 +30,7 @@ import loggers
 import runs
 from data import make_datasets, make_loader
 from distributed import end_process, print0, setup
-from model import build_model, summary
+from model import build_model, example_input, summary
 from steps import configure_optimizers, test_step, training_step, validation_step
 
 
@@ -63,7 +63,7 @@ def parse_args() -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--fast-dev-run", action="store_true", help="one batch of train, val and test; write nothing")
     parser.add_argument("--run-name", type=runs.name_flag, help="this run's folder in --out-dir; default: version_N")
     parser.add_argument("--resume", type=runs.resume_flag, metavar="{last,RUN,PATH}", help="last: the newest run")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     return flags.parse(Config, parser)
 
 
@@ -137,7 +137,7 @@ def main() -> None:
     random.seed(cfg.seed)
     raw_model = build_model(data_info, device)
     optimizer, scheduler = configure_optimizers(raw_model, cfg.lr, total_steps)
-    print0(summary(raw_model))
+    print0(summary(raw_model, example_input(data_info, cfg.batch_size, device)))
     # Ranks built the same model (DDP broadcasts rank 0's anyway); now each draws its own dropout masks.
     torch.manual_seed(cfg.seed + rank)
 
@@ -233,6 +233,9 @@ def main() -> None:
                     print0(f"Loss is {loss_value} at step {global_step} (epoch {epoch}, batch {batch_idx}); stopping")
                     stop = "nonfinite"
                 scalars = {"train_loss": loss_value, "lr": optimizer.param_groups[0]["lr"]}
+                if device.type == "cuda":  # the caching allocator's own counters: reading them waits for nothing
+                    scalars["gpu_mem_alloc_gib"] = torch.cuda.memory_allocated(device) / 2**30
+                    scalars["gpu_mem_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
                 logger.log(scalars, global_step, epoch)
                 bar.set_postfix(loss=f"{loss_value:.4f}")
                 if plain_progress and global_step % cfg.log_every_n_steps == 0:

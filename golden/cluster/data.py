@@ -288,13 +288,15 @@ class Batches:
         self, dataset: Dataset, sampler: EpochBatches, device: torch.device, train: bool, num_workers: int
     ) -> None:
         self.sampler, self.device, self.train = sampler, device, train
+        # Pinned and non_blocking on CUDA only: on an Apple GPU (MPS) such copies can read freed memory (pytorch#189690)
+        self.pin_memory = device.type == "cuda"
         # batch_size=None: the sampler yields whole batches. A generator of its own keeps the loader from
         # drawing on the global random state, which a resumed run must find exactly as it was.
         self.loader = DataLoader(
             dataset,
             sampler=sampler,
             batch_size=None,
-            pin_memory=device.type == "cuda",
+            pin_memory=self.pin_memory,
             generator=torch.Generator(),
             num_workers=num_workers,
             persistent_workers=True,
@@ -306,7 +308,7 @@ class Batches:
     def __iter__(self) -> Iterator[list[torch.Tensor]]:
         # The sampler is a pure function of (seed, epoch): iterated beside the workers, it gives each batch's seed.
         for (seed, _), batch in zip(self.sampler, self.loader):
-            yield prepare_batch([t.to(self.device, non_blocking=True) for t in batch], seed, self.train)
+            yield prepare_batch([t.to(self.device, non_blocking=self.pin_memory) for t in batch], seed, self.train)
 
 
 def make_loader(

@@ -138,6 +138,7 @@ class Batches:
 
     def __init__(self, dataset: Dataset, sampler: EpochBatches, device: torch.device, train: bool) -> None:
         self.dataset, self.sampler, self.device, self.train = dataset, sampler, device, train
+        # Pinned and non_blocking on CUDA only: on an Apple GPU (MPS) such copies can read freed memory (pytorch#189690)
         self.pin_memory = device.type == "cuda"
 
     def __len__(self) -> int:
@@ -148,7 +149,7 @@ class Batches:
             batch = self.dataset[seed, indices]
             if self.pin_memory:
                 batch = [t.pin_memory() for t in batch]
-            yield prepare_batch([t.to(self.device, non_blocking=True) for t in batch], seed, self.train)
+            yield prepare_batch([t.to(self.device, non_blocking=self.pin_memory) for t in batch], seed, self.train)
 
 
 def make_loader(dataset: Dataset, batch_size: int, seed: int, device: torch.device, train: bool) -> Batches:

@@ -26,7 +26,7 @@ import flags
 import loggers
 import runs
 from data import make_datasets, make_loader
-from model import build_model, summary
+from model import build_model, example_input, summary
 from steps import (
     configure_optimizers,
     on_train_epoch_end,
@@ -71,7 +71,7 @@ def parse_args() -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--fast-dev-run", action="store_true", help="one batch of train, val and test; write nothing")
     parser.add_argument("--run-name", type=runs.name_flag, help="this run's folder in --out-dir; default: version_N")
     parser.add_argument("--resume", type=runs.resume_flag, metavar="{last,RUN,PATH}", help="last: the newest run")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     return flags.parse(Config, parser)
 
 
@@ -109,10 +109,11 @@ def request_stop(signum: int, frame: object) -> None:
 def main() -> None:
     cfg, args = parse_args()
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # until the loop starts, Ctrl-C ends the run at once, as SIGTERM does
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise SystemExit("--device cuda, but no CUDA device is available")
-    device = torch.device("cuda" if use_cuda else "cpu")
+    present = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    use = next(k for k in present if present[k]) if args.device == "auto" else args.device  # auto: a GPU if any
+    if not present[use]:
+        raise SystemExit(f"--device {use}, but no {'Apple GPU (MPS)' if use == 'mps' else 'CUDA device'} is available")
+    device = torch.device(use)
     # TF32 matmuls and convolutions on Ampere and later GPUs: faster, slightly less precise ([trainer] tf32).
     torch.backends.cuda.matmul.fp32_precision = "tf32"
     torch.backends.cudnn.conv.fp32_precision = "tf32"
@@ -154,7 +155,7 @@ def main() -> None:
     random.seed(cfg.seed)
     model = build_model(data_info, device)
     optimizer, scheduler = configure_optimizers(model, cfg.lr, total_steps)
-    print(summary(model))
+    print(summary(model, example_input(data_info, cfg.batch_size, device)))
 
     # Where training stands: what a checkpoint must hold to continue as if it had never stopped.
     epoch, global_step, batch_in_epoch = 0, 0, 0
@@ -255,6 +256,9 @@ def main() -> None:
                     print(f"Loss is {loss_value} at step {global_step} (epoch {epoch}, batch {batch_idx}); stopping")
                     stop = "nonfinite"
                 scalars = {"train_loss": loss_value, "lr": optimizer.param_groups[0]["lr"]}
+                if device.type == "cuda":  # the caching allocator's own counters: reading them waits for nothing
+                    scalars["gpu_mem_alloc_gib"] = torch.cuda.memory_allocated(device) / 2**30
+                    scalars["gpu_mem_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
                 logger.log(scalars, global_step, epoch)
                 bar.set_postfix(loss=f"{loss_value:.4f}")
                 if plain_progress and global_step % cfg.log_every_n_steps == 0:

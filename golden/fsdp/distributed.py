@@ -13,13 +13,21 @@ from torch.distributed.fsdp import fully_shard
 
 def setup(device: str) -> tuple[int, int, torch.device]:
     """Join the process group if torchrun started us; return (rank, world size, this process's device)."""
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise SystemExit("--device cuda, but no CUDA device is available")
-    if "RANK" not in os.environ:  # plain `python train.py`: a single process
-        return 0, 1, torch.device("cuda" if use_cuda else "cpu")
+    single = "RANK" not in os.environ  # plain `python train.py`, not torchrun
+    # torch.distributed has no backend for an Apple GPU (MPS): --device auto takes it for a single process only.
+    present = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available() and single, "cpu": True}
+    use = next(k for k in present if present[k]) if device == "auto" else device
+    if use == "mps" and not single:
+        raise SystemExit(
+            "--device mps runs a single process (torch.distributed cannot use an Apple GPU): "
+            "run `python train.py --device mps`, or torchrun with --device cpu"
+        )
+    if not present[use]:
+        raise SystemExit(f"--device {use}, but no {'Apple GPU (MPS)' if use == 'mps' else 'CUDA device'} is available")
+    if single:
+        return 0, 1, torch.device(use)
     rank, world_size, local_rank = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-    if use_cuda:
+    if use == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         dist.init_process_group("nccl", device_id=device)

@@ -63,7 +63,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--num-samples", type=flags.integer(1, MAX_SAMPLES), default=1)
     parser.add_argument("--seed", type=flags.integer(0), default=1337)
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     args = parser.parse_args()
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         parser.error(f"argument --temperature: {args.temperature} is not a finite number >= 0")
@@ -103,10 +103,11 @@ def read_prompt(args: argparse.Namespace, tok: tokenizer.Tokenizer, data_info: d
 
 def main() -> None:
     args = parse_args()
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise SystemExit("--device cuda, but no CUDA device is available")
-    device = torch.device("cuda" if use_cuda else "cpu")
+    present = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    use = next(k for k in present if present[k]) if args.device == "auto" else args.device  # auto: a GPU if any
+    if not present[use]:
+        raise SystemExit(f"--device {use}, but no {'Apple GPU (MPS)' if use == 'mps' else 'CUDA device'} is available")
+    device = torch.device(use)
     state, path = checkpoint.for_inference(args.checkpoint, args.out_dir)
     data_info = state["data_info"]
     model = checkpoint.load_weights(build_model(data_info, device), state, path)

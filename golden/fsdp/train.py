@@ -30,7 +30,7 @@ import loggers
 import runs
 from data import make_datasets, make_loader
 from distributed import end_process, print0, setup, shard
-from model import build_model, fsdp_blocks, summary
+from model import build_model, example_input, fsdp_blocks, summary
 from steps import configure_optimizers, summarize, test_step, throughput, training_step, validation_step
 
 
@@ -63,7 +63,7 @@ def parse_args() -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--fast-dev-run", action="store_true", help="one batch of train, val and test; write nothing")
     parser.add_argument("--run-name", type=runs.name_flag, help="this run's folder in --out-dir; default: version_N")
     parser.add_argument("--resume", type=runs.resume_flag, metavar="{last,RUN,PATH}", help="last: the newest run")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     return flags.parse(Config, parser)
 
 
@@ -142,7 +142,7 @@ def main() -> None:
     # weights are gathered just before it runs and freed after. The optimizer is made on the shards.
     shard(model, fsdp_blocks(model))
     optimizer, scheduler = configure_optimizers(model, cfg.lr, total_steps)
-    print0(summary(model))
+    print0(summary(model, example_input(data_info, cfg.batch_size, device)))
     # Ranks built the same model (FSDP keeps each rank's share of it); now each draws its own dropout masks.
     torch.manual_seed(cfg.seed + rank)
 
@@ -236,6 +236,9 @@ def main() -> None:
                 speed = throughput(model, rate * cfg.batch_size * world_size, device)
                 scalars = {"train_loss": loss_value, "lr": optimizer.param_groups[0]["lr"]}
                 scalars.update(speed)
+                if device.type == "cuda":  # the caching allocator's own counters: reading them waits for nothing
+                    scalars["gpu_mem_alloc_gib"] = torch.cuda.memory_allocated(device) / 2**30
+                    scalars["gpu_mem_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
                 logger.log(scalars, global_step, epoch)
                 bar.set_postfix(loss=f"{loss_value:.4f}")
                 if plain_progress and global_step % cfg.log_every_n_steps == 0:

@@ -1,6 +1,6 @@
 """Generate images with a trained GAN checkpoint's generator.
 
-    python predict.py [--count 64] [--output generated] [--seed 0] [--checkpoint PATH] [--out-dir outputs] [--device auto|cpu|cuda]
+    python predict.py [--count 64] [--output generated] [--seed 0] [--checkpoint PATH] [--out-dir outputs] [--device auto|cpu|cuda|mps]
 
 Writes OUTPUT/0000.png, 0001.png, ... (--count images) and OUTPUT/grid.png, all of them in one picture, each
 whole or not at all (a failed write leaves the file as it was). Without
@@ -34,7 +34,7 @@ def parse_args() -> argparse.Namespace:
         help="a checkpoint train.py saved (default: the newest of the newest run in --out-dir)",
     )
     parser.add_argument("--out-dir", type=Path, default=Path("outputs"), help="train.py's --out-dir")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     args = parser.parse_args()
     if not flags.is_folder_path(args.output):
         parser.error(f"argument --output: {args.output} is a file, or under one: name a folder")
@@ -43,11 +43,11 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda, but no CUDA device is available")
-    device = torch.device(
-        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
-    )
+    present = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    use = next(k for k in present if present[k]) if args.device == "auto" else args.device  # auto: a GPU if any
+    if not present[use]:
+        raise SystemExit(f"--device {use}, but no {'Apple GPU (MPS)' if use == 'mps' else 'CUDA device'} is available")
+    device = torch.device(use)
     state, path = checkpoint.for_inference(args.checkpoint, args.out_dir)
     models = checkpoint.load_weights(build_model(state["data_info"], device), state, path)
     latent = sample_latent(args.count, torch.Generator().manual_seed(args.seed)).to(device)

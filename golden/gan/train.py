@@ -27,7 +27,7 @@ import loggers
 import runs
 from data import make_datasets, make_loader
 from manual import ManualStep
-from model import build_model, summary
+from model import build_model, example_input, summary
 from steps import (
     configure_optimizers,
     sample_images,
@@ -68,7 +68,7 @@ def parse_args() -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--fast-dev-run", action="store_true", help="one batch of train, val and test; write nothing")
     parser.add_argument("--run-name", type=runs.name_flag, help="this run's folder in --out-dir; default: version_N")
     parser.add_argument("--resume", type=runs.resume_flag, metavar="{last,RUN,PATH}", help="last: the newest run")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     return flags.parse(Config, parser)
 
 
@@ -106,10 +106,11 @@ def request_stop(signum: int, frame: object) -> None:
 def main() -> None:
     cfg, args = parse_args()
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # until the loop starts, Ctrl-C ends the run at once, as SIGTERM does
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise SystemExit("--device cuda, but no CUDA device is available")
-    device = torch.device("cuda" if use_cuda else "cpu")
+    present = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    use = next(k for k in present if present[k]) if args.device == "auto" else args.device  # auto: a GPU if any
+    if not present[use]:
+        raise SystemExit(f"--device {use}, but no {'Apple GPU (MPS)' if use == 'mps' else 'CUDA device'} is available")
+    device = torch.device(use)
     # TF32 matmuls and convolutions on Ampere and later GPUs: faster, slightly less precise ([trainer] tf32).
     torch.backends.cuda.matmul.fp32_precision = "tf32"
     torch.backends.cudnn.conv.fp32_precision = "tf32"
@@ -138,7 +139,7 @@ def main() -> None:
     random.seed(cfg.seed)
     model = build_model(data_info, device)
     optimizers = configure_optimizers(model, cfg.lr_g, cfg.lr_d)  # {name: optimizer}, one for each model
-    print(summary(model))
+    print(summary(model, example_input(data_info, cfg.batch_size, device)))
 
     # Where training stands: what a checkpoint must hold to continue as if it had never stopped.
     epoch, global_step, batch_in_epoch = 0, 0, 0
@@ -224,6 +225,9 @@ def main() -> None:
                     )
                     stop = "nonfinite"
                 scalars = {**logged}
+                if device.type == "cuda":  # the caching allocator's own counters: reading them waits for nothing
+                    scalars["gpu_mem_alloc_gib"] = torch.cuda.memory_allocated(device) / 2**30
+                    scalars["gpu_mem_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
                 logger.log(scalars, global_step, epoch)
                 bar.set_postfix({name: f"{value:.4f}" for name, value in logged.items()})
                 if plain_progress and global_step % cfg.log_every_n_steps == 0:

@@ -39,7 +39,7 @@ def parse_args() -> tuple[Config, argparse.Namespace]:
     """The Config, with a flag for each field (all checked), and the options that are not hyperparameters."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fast-dev-run", action="store_true", help="one batch of train, val and test; write nothing")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     return flags.parse(Config, parser)
 
 
@@ -64,10 +64,11 @@ def evaluate(
 
 def main() -> None:
     cfg, args = parse_args()
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise SystemExit("--device cuda, but no CUDA device is available")
-    device = torch.device("cuda" if use_cuda else "cpu")
+    present = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    use = next(k for k in present if present[k]) if args.device == "auto" else args.device  # auto: a GPU if any
+    if not present[use]:
+        raise SystemExit(f"--device {use}, but no {'Apple GPU (MPS)' if use == 'mps' else 'CUDA device'} is available")
+    device = torch.device(use)
     # TF32 matmuls and convolutions on Ampere and later GPUs: faster, slightly less precise ([trainer] tf32).
     torch.backends.cuda.matmul.fp32_precision = "tf32"
     torch.backends.cudnn.conv.fp32_precision = "tf32"

@@ -230,10 +230,12 @@ def check_compatible(state: dict, model: torch.nn.Module, config: dict, data_inf
 
 
 def rng_state(device: torch.device) -> dict:
-    """This process's random state: Python's, torch's on the CPU and, on a GPU, that device's."""
+    """This process's random state: Python's, torch's on the CPU and, on a GPU (CUDA or Apple's MPS), that device's."""
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        state["mps"] = torch.mps.get_rng_state()
     return state
 
 
@@ -259,3 +261,5 @@ def restore_rng_state(states: list[dict], device: torch.device) -> None:
     torch.set_rng_state(states[rank]["torch"])
     if device.type == "cuda" and "cuda" in states[rank]:
         torch.cuda.set_rng_state(states[rank]["cuda"], device)
+    elif device.type == "mps" and "mps" in states[rank]:
+        torch.mps.set_rng_state(states[rank]["mps"])

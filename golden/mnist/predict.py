@@ -1,6 +1,6 @@
 r"""Predict the classes of image files with a trained checkpoint.
 
-    python predict.py PATH [PATH ...] [--checkpoint FILE] [--out-dir outputs] [--batch-size N] [--device auto|cpu|cuda] [--top N]
+    python predict.py PATH [PATH ...] [--checkpoint FILE] [--out-dir outputs] [--batch-size N] [--device auto|cpu|cuda|mps] [--top N]
 
 PATH is an image file or a folder, searched at any depth for image files (.png, .jpg, .jpeg, .bmp, .gif, .webp, .tif).
 Hidden names (starting with a dot) and anything that is not a regular file (a named pipe, a socket) are left out, and
@@ -121,7 +121,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--out-dir", type=Path, default=Path("outputs"), help="train.py's --out-dir")
     parser.add_argument("--batch-size", type=integer(1, 65536), default=64, help="images per forward pass, 1 to 65536")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     parser.add_argument(
         "--top",
         type=integer(1, 1000),
@@ -157,11 +157,11 @@ def escaped(text: str) -> str:
 
 def main() -> None:
     args = parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda, but no CUDA device is available")
-    device = torch.device(
-        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
-    )
+    present = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    use = next(k for k in present if present[k]) if args.device == "auto" else args.device  # auto: a GPU if any
+    if not present[use]:
+        raise SystemExit(f"--device {use}, but no {'Apple GPU (MPS)' if use == 'mps' else 'CUDA device'} is available")
+    device = torch.device(use)
     paths = find_images(args.paths)
 
     state, path = checkpoint.for_inference(args.checkpoint, args.out_dir)

@@ -1,7 +1,7 @@
 """Predict the target of each row of a CSV file with a trained checkpoint.
 
     python predict.py ROWS.csv [--output preds.csv] [--checkpoint FILE] [--out-dir outputs]
-                               [--batch-size N] [--device auto|cpu|cuda]
+                               [--batch-size N] [--device auto|cpu|cuda|mps]
 
 ROWS.csv has a header row and every feature column the model was trained on (in any order; other columns,
 the target among them, may be there too), read as train.py reads its file (data.py). Without --checkpoint, the
@@ -40,7 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--batch-size", type=integer(1, MAX_BATCH_SIZE), default=1024, help=f"rows at a time, 1 to {MAX_BATCH_SIZE}"
     )
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     return parser.parse_args()
 
 
@@ -86,10 +86,11 @@ def write_rows(file: TextIO, path: Path, delimiter: str, new_columns: list[str],
 
 def main() -> None:
     args = parse_args()
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise SystemExit("--device cuda, but no CUDA device is available")
-    device = torch.device("cuda" if use_cuda else "cpu")
+    present = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    use = next(k for k in present if present[k]) if args.device == "auto" else args.device  # auto: a GPU if any
+    if not present[use]:
+        raise SystemExit(f"--device {use}, but no {'Apple GPU (MPS)' if use == 'mps' else 'CUDA device'} is available")
+    device = torch.device(use)
     state, path = checkpoint.for_inference(args.checkpoint, args.out_dir)
     data_info = state["data_info"]
     model = checkpoint.load_weights(build_model(data_info, device), state, path)

@@ -1,4 +1,4 @@
-"""The model's parameter counts, printed at start."""
+"""The model's parameter counts, and each top-level layer's input and output shapes, printed at start."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from typing import Any
 from ltgen.checks import Key, boolean
 
 KEYS: dict[str, dict[str, Key]] = {
-    "debug": {"param_summary": Key(boolean, True, "print the model's parameter counts at start")}
+    "debug": {
+        "param_summary": Key(
+            boolean, True, "print the model's parameter counts, and its layers' input and output shapes, at start"
+        )
+    }
 }
 
 
@@ -20,4 +24,4 @@ def units(f: dict[str, Any]) -> dict[str, bool]:
 
 
 def imports(f: dict[str, Any]) -> list[str]:
-    return ["from model import summary"] if f["param_summary"] else []
+    return ["from model import example_input, summary"] if f["param_summary"] else []

@@ -18,7 +18,7 @@ from ltgen.checks import (
     number,
     only_with,
 )
-from ltgen.features import pretrained
+from ltgen.features import export, pretrained, tuning
 from ltgen.features.strategy import distributed
 from ltgen.features.validation import validates
 from ltgen.unit import Entry, Field, plain
@@ -335,12 +335,13 @@ def _dependencies(data: dict[str, Any], task: str, values: dict[str, dict[str, A
     # csv: pyarrow parses the file into arrays of numbers (16: the first to work with numpy 2)
     extra = {"cifar10": ["numpy>=1.24"], "csv": ["numpy>=1.24", "pyarrow>=16"]}.get(data["dataset"], [])
     extra += ["pillow>=10"] if task == "image" else []  # image_folder reads images; predict.py reads any image file
-    extra += pretrained.dependencies(values)
+    extra += pretrained.dependencies(values) + export.dependencies(values) + tuning.dependencies(values)
     logging, sweep = values["logging"], values["sweep"]
     extra += ["wandb>=0.31"] if logging["wandb"] else []
     extra += ["mlflow>=2.16"] if logging["mlflow"] else []
     extra += ["matplotlib>=3.7"] if sweep["enabled"] else []  # sweep.py report's chart
     extra += ["optuna>=4"] if sweep["enabled"] and sweep["method"] == "optuna" else []
+    extra = list(dict.fromkeys(extra))  # matplotlib: the sweep's report and the lr finder's plot
     return ["torch>=2.9", *(["tensorboard>=2.14"] if logging["tensorboard"] else []), "tqdm>=4.64", *extra]
 
 
