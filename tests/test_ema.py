@@ -141,6 +141,17 @@ def test_killed_and_resumed_with_ema_ends_bit_for_bit(tmp_path_factory: pytest.T
     assert_identical(final_state(out), expected)
 
 
+def test_a_run_that_turns_ema_on_when_it_resumes_starts_it_from_the_weights(tmp_path: Path) -> None:
+    """Its checkpoints from before hold no EMA: resuming and testing with their best one use its weights."""
+    args = (*CPU, "--max-epochs", "1", "--limit-train-batches", "4", "--out-dir", str(tmp_path / "out"))
+    without = make_project(tmp_path / "without", {**SPEC, "hooks.emit": [], "trainer.ema_decay": 0.0})
+    assert run_python(without, *args).returncode == 0
+    with_ema = make_project(tmp_path / "withema", {**SPEC, "hooks.emit": []})
+    resumed = run_python(with_ema, *args, "--resume", "last")  # nothing left to train: straight to the test
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Nothing to train" in resumed.stdout and "Test: test_loss" in resumed.stdout
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo")
 def test_ddp_ranks_hold_the_same_ema(tmp_path: Path) -> None:
     project = make_project(tmp_path / "emaddp", {**SPEC, "hooks.emit": [], "cluster.gpus": 2})

@@ -28,9 +28,8 @@ def flags(values: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def paste(f: dict[str, Any]) -> dict[str, Any]:
-    """The model that validation, the test and the samples use, and the checkpoint key of its weights."""
-    raw = "raw_model" if f["wrapped"] else "model"
-    return {"eval_model": "ema_model" if f["ema"] else raw, "eval_weights": "ema" if f["ema"] else "model"}
+    """The model that validation, the test and the samples use."""
+    return {"eval_model": "ema_model" if f["ema"] else "raw_model" if f["wrapped"] else "model"}
 
 
 def units(f: dict[str, Any]) -> dict[str, bool]:
