@@ -54,6 +54,18 @@ def test_profile_traces_n_steps_after_the_warm_up_prints_the_slowest_ops_and_wri
     assert "Test:" not in result.stdout, "a profiling run ends after its steps"
 
 
+def test_a_profile_longer_than_an_epoch_times_no_validation(tmp_path: Path) -> None:
+    """Epochs of 2 batches, 5 steps profiled: the epochs' ends validate nothing, and no sanity check runs."""
+    project = golden_project("mnist", tmp_path / "mnist", SYNTHETIC)
+    args = ("--device", "cpu", "--dataset", "synthetic", "--profile", "2", "--limit-train-batches", "2")
+    result = run_python(project, "train.py", *args, env=ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "val_loss" not in result.stdout + result.stderr
+    table = (project / "outputs/profile/ops.txt").read_text()
+    calls = {line.split()[0]: line.split()[-1] for line in table.splitlines() if line.split()[:1] == ["aten::addmm"]}
+    assert calls == {"aten::addmm": "4"}, "2 steps of 2 Linear layers, forward only (backward uses mm)"
+
+
 def test_profile_refuses_to_resume_a_run(tmp_path: Path) -> None:
     project = golden_project("mnist", tmp_path / "mnist", SYNTHETIC)
     result = run_python(project, "train.py", "--device", "cpu", "--profile", "2", "--resume", "last", env=ENV)
