@@ -30,7 +30,7 @@ except ImportError:  # Pillow is only needed here, to read image files; training
 
 import checkpoint
 from data import prepare_batch
-from flags import fail, integer, run
+from flags import choose_device, fail, integer, run
 from model import build_model
 
 IMAGE_SUFFIXES = (
@@ -157,11 +157,7 @@ def escaped(text: str) -> str:
 
 def main() -> None:
     args = parse_args()
-    present = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
-    use = next(k for k in present if present[k]) if args.device == "auto" else args.device  # auto: a GPU if any
-    if not present[use]:
-        raise SystemExit(f"--device {use}, but no {'Apple GPU (MPS)' if use == 'mps' else 'CUDA device'} is available")
-    device = torch.device(use)
+    device = choose_device(args.device)
     paths = find_images(args.paths)
 
     state, path = checkpoint.for_inference(args.checkpoint, args.out_dir)

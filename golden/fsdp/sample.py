@@ -103,11 +103,7 @@ def read_prompt(args: argparse.Namespace, tok: tokenizer.Tokenizer, data_info: d
 
 def main() -> None:
     args = parse_args()
-    present = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
-    use = next(k for k in present if present[k]) if args.device == "auto" else args.device  # auto: a GPU if any
-    if not present[use]:
-        raise SystemExit(f"--device {use}, but no {'Apple GPU (MPS)' if use == 'mps' else 'CUDA device'} is available")
-    device = torch.device(use)
+    device = flags.choose_device(args.device)
     state, path = checkpoint.for_inference(args.checkpoint, args.out_dir)
     data_info = state["data_info"]
     model = checkpoint.load_weights(build_model(data_info, device), state, path)

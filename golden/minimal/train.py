@@ -64,11 +64,7 @@ def evaluate(
 
 def main() -> None:
     cfg, args = parse_args()
-    present = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
-    use = next(k for k in present if present[k]) if args.device == "auto" else args.device  # auto: a GPU if any
-    if not present[use]:
-        raise SystemExit(f"--device {use}, but no {'Apple GPU (MPS)' if use == 'mps' else 'CUDA device'} is available")
-    device = torch.device(use)
+    device = flags.choose_device(args.device)
     # TF32 matmuls and convolutions on Ampere and later GPUs: faster, slightly less precise ([trainer] tf32).
     torch.backends.cuda.matmul.fp32_precision = "tf32"
     torch.backends.cudnn.conv.fp32_precision = "tf32"

@@ -8,24 +8,22 @@ from typing import NoReturn
 import torch
 import torch.distributed as dist
 
+import flags
+
 
 def setup(device: str) -> tuple[int, int, torch.device]:
     """Join the process group if torchrun started us; return (rank, world size, this process's device)."""
     single = "RANK" not in os.environ  # plain `python train.py`, not torchrun
-    # torch.distributed has no backend for an Apple GPU (MPS): --device auto takes it for a single process only.
-    present = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available() and single, "cpu": True}
-    use = next(k for k in present if present[k]) if device == "auto" else device
-    if use == "mps" and not single:
+    if device == "mps" and not single:
         raise SystemExit(
             "--device mps runs a single process (torch.distributed cannot use an Apple GPU): "
             "run `python train.py --device mps`, or torchrun with --device cpu"
         )
-    if not present[use]:
-        raise SystemExit(f"--device {use}, but no {'Apple GPU (MPS)' if use == 'mps' else 'CUDA device'} is available")
+    chosen = flags.choose_device(device, mps=single)  # torch.distributed has no backend for an Apple GPU
     if single:
-        return 0, 1, torch.device(use)
+        return 0, 1, chosen
     rank, world_size, local_rank = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-    if use == "cuda":
+    if chosen.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         dist.init_process_group("nccl", device_id=device)

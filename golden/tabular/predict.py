@@ -21,7 +21,7 @@ import torch
 
 import checkpoint
 from data import read_columns, read_header, records, refuse_duplicates, utf8_error
-from flags import fail, integer, run, write_output
+from flags import choose_device, fail, integer, run, write_output
 from model import build_model
 
 MAX_BATCH_SIZE = 1 << 20  # rows the model takes at once, at most: a typo of extra digits is an error, not a crash
@@ -86,11 +86,7 @@ def write_rows(file: TextIO, path: Path, delimiter: str, new_columns: list[str],
 
 def main() -> None:
     args = parse_args()
-    present = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
-    use = next(k for k in present if present[k]) if args.device == "auto" else args.device  # auto: a GPU if any
-    if not present[use]:
-        raise SystemExit(f"--device {use}, but no {'Apple GPU (MPS)' if use == 'mps' else 'CUDA device'} is available")
-    device = torch.device(use)
+    device = choose_device(args.device)
     state, path = checkpoint.for_inference(args.checkpoint, args.out_dir)
     data_info = state["data_info"]
     model = checkpoint.load_weights(build_model(data_info, device), state, path)

@@ -9,7 +9,10 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:  # torch is imported where it is used: prepare.py shares this module and runs without it
+    import torch
 
 # Whole numbers on the command line stay within a 64-bit integer: torch, numpy and the loaders take no larger,
 # and a typo of extra digits should be an error at start-up, not an OverflowError an epoch later.
@@ -158,6 +161,21 @@ def metric(metrics: dict[str, float], name: str, setting: str) -> float:
             f"{setting} {name!r} is not a metric validation_step returns ({', '.join(metrics)}): fix it in ltgen.toml (then ltgen regen), or return it"
         )
     return metrics[name]
+
+
+def choose_device(choice: str, mps: bool = True) -> "torch.device":
+    """--device as a torch.device: "auto" takes a CUDA GPU, else an Apple GPU (MPS) if `mps`, else the CPU.
+    One line and exit 1 when the device asked for is not there."""
+    import torch
+
+    present = {"cuda": torch.cuda.is_available(), "mps": mps and torch.backends.mps.is_available(), "cpu": True}
+    if choice == "auto":
+        choice = next(name for name, there in present.items() if there)
+    if not present[choice]:
+        raise SystemExit(
+            f"--device {choice}, but no {'Apple GPU (MPS)' if choice == 'mps' else 'CUDA device'} is available"
+        )
+    return torch.device(choice)
 
 
 def fail(message: str) -> NoReturn:
